@@ -1,0 +1,3 @@
+from mtcnn_train.cli import main
+
+main()

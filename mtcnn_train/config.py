@@ -1,0 +1,443 @@
+"""One config schema for every command: dataclasses, YAML loading, ``--set`` overrides, validation.
+
+A config is loaded from YAML (``configs/default.yaml`` holds the paper's settings), overridden
+with ``--set section.key=value`` pairs (values parsed as YAML, so ``--set train.pnet.lr=0.01`` and
+``--set detection.thresholds=[0.5,0.6,0.7]`` both work), and validated once at load.  Unknown keys,
+wrong types and impossible values raise :class:`~mtcnn_train.errors.ConfigError` with one line
+naming the file, the line and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtcnn_train.errors import ConfigError
+
+STAGES = ("pnet", "rnet", "onet")
+#: Input size of each network, in pixels.
+STAGE_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+SAMPLE_TYPES = ("negative", "positive", "part", "landmark")
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives.  Relative paths resolve against the config file's folder."""
+
+    #: Folder holding ``wider_face_split/`` and ``WIDER_<split>/images/``.
+    wider_root: str | None = None
+    wider_split: str = "train"
+    #: A landmark list: CelebA ``list_landmarks_celeba.txt``, LFW+Net ``trainImageList.txt`` or MTFL.
+    landmarks: str | None = None
+    #: ``auto`` detects the format from the file; or celeba, celeba-aligned, lfw-net, mtfl.
+    landmarks_format: str = "auto"
+    #: Folder holding ``FDDB-folds/`` and ``originalPics/``.
+    fddb_root: str | None = None
+    #: Share of WIDER images (whole images, never single faces) held out for validation.
+    val_fraction: float = 0.1
+    #: Seed of the validation split, fixed so that every stage and eval agree on it.
+    val_seed: int = 0
+    #: Use only the first N images (0 = all); handy for quick trials.
+    max_images: int = 0
+
+
+@dataclass
+class SampleRatio:
+    """Relative share of each sample type in a sample set (paper: 3:1:1:2)."""
+
+    negative: float = 3.0
+    positive: float = 1.0
+    part: float = 1.0
+    landmark: float = 2.0
+
+
+@dataclass
+class SamplingConfig:
+    """How training crops are cut and labelled (paper section 2.3)."""
+
+    #: Crops with IoU below this to every face are negatives.
+    neg_iou: float = 0.3
+    #: Crops with IoU in [part_iou, pos_iou] to a face are part faces.
+    part_iou: float = 0.4
+    #: Crops with IoU above this to a face are positives.
+    pos_iou: float = 0.65
+    #: Faces smaller than this (pixels, shorter side) give no positives or part faces.
+    min_face_size: float = 20.0
+    #: Random square crops per image, kept when they are negatives.
+    random_negatives_per_image: int = 50
+    #: Crops shifted near each face, kept when they are negatives (hard negatives).
+    negatives_per_face: int = 5
+    #: Shifted and scaled crops tried per face for positives and part faces.
+    crops_per_face: int = 20
+    #: Crops per landmark face (each randomly mirrored).
+    landmark_crops_per_face: int = 10
+    ratio: SampleRatio = field(default_factory=SampleRatio)
+    #: Target size of the whole sample set; 0 = as many as the scarcest type allows.
+    total: int = 0
+    #: Worker processes (0 = one per CPU core).  Output does not depend on it.
+    workers: int = 0
+    seed: int = 0
+    #: Samples per shard file.
+    shard_size: int = 100_000
+
+
+@dataclass
+class StageTrainConfig:
+    """Training settings of one network."""
+
+    #: Loss weights α (paper: 1/0.5/0.5 for P and R, 1/0.5/1 for O).
+    alpha_det: float = 1.0
+    alpha_box: float = 0.5
+    alpha_landmark: float = 0.5
+    #: Online hard example mining: share of classification losses kept per batch (1.0 = off).
+    ohem_keep_ratio: float = 0.7
+    optimizer: str = "adam"  # adam | sgd | adamw
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"  # constant | step | cosine
+    #: Epochs at which the step schedule multiplies the rate by lr_gamma.
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    epochs: int = 10
+    batch_size: int = 512
+    #: Share of samples held out for validation (by source image where the manifest says it).
+    val_fraction: float = 0.05
+    #: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+    #: Mixed precision: off | bf16 | fp16 (fp16 only on CUDA).
+    amp: str = "off"
+    seed: int = 0
+    #: Random horizontal flips (landmarks swapped) and colour jitter, done on the device.
+    augment: bool = True
+    #: Keep the whole sample set on the device when it fits in this many GiB (0 = never).
+    resident_max_gib: float = 4.0
+    #: Save last.pt every N optimizer steps as well as at each epoch end (0 = epoch ends only).
+    checkpoint_every_steps: int = 0
+    #: Intra-op CPU threads (0 = torch's default).
+    threads: int = 0
+
+
+def _stage(**overrides: Any) -> Any:
+    return field(default_factory=lambda: StageTrainConfig(**overrides))
+
+
+@dataclass
+class TrainConfig:
+    pnet: StageTrainConfig = _stage(alpha_landmark=0.5)
+    rnet: StageTrainConfig = _stage(alpha_landmark=0.5)
+    onet: StageTrainConfig = _stage(alpha_landmark=1.0)
+
+
+@dataclass
+class DetectionConfig:
+    """The cascade at inference (paper section 2 and the reference implementation)."""
+
+    min_face_size: float = 20.0
+    scale_factor: float = 0.709
+    #: Face-score thresholds of P-Net, R-Net and O-Net.
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    nms_pnet_scale: float = 0.5
+    nms_pnet_all: float = 0.7
+    nms_rnet: float = 0.7
+    #: O-Net's final NMS uses the 'Min' overlap (intersection over the smaller box).
+    nms_onet: float = 0.7
+    device: str = "auto"
+    #: Images per batch in batched detection.
+    batch_size: int = 16
+
+
+@dataclass
+class EvalConfig:
+    #: FDDB true positive: region overlap above this.
+    fddb_overlap: float = 0.5
+    #: Convert detected boxes to ellipses before FDDB scoring (off = official rectangle scoring).
+    box_to_ellipse: bool = False
+    #: False-positive counts at which the true positive rate is reported.
+    fp_points: list[int] = field(default_factory=lambda: [100, 500, 1000, 2000])
+    wider_iou: float = 0.5
+    wider_thresholds: int = 1000
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    #: Folder the config was loaded from; relative data paths resolve against it.
+    base_dir: str = "."
+
+    def stage(self, name: str) -> StageTrainConfig:
+        return getattr(self.train, name)
+
+    def resolve_path(self, value: str | None) -> Path | None:
+        """A data path from the config, made absolute against the config file's folder."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (Path(self.base_dir) / path).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("base_dir")
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Locations:
+    """Maps a dotted key path to the YAML line it was written on."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        #: Keys set by ``--set``, mapped to the override text, so errors point at the override.
+        self.overrides: dict[str, str] = {}
+
+    def where(self, key: str) -> str:
+        for prefix, text in self.overrides.items():
+            if key == prefix or key.startswith(prefix + "."):
+                return f"--set {text}"
+        line = self.lines.get(key)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def _record_lines(node: yaml.Node, prefix: str, locations: _Locations) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            locations.lines[key] = key_node.start_mark.line + 1
+            _record_lines(value_node, key + ".", locations)
+
+
+def _parse_yaml(text: str, source: str, locations: _Locations) -> dict[str, Any]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
+    if node is not None:
+        _record_lines(node, "", locations)
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check (and gently coerce: int -> float) a YAML value against a field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{where}: {key}: must be finite, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: {key}: expected a whole number, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key}: expected text, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: {key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: Any, prefix: str, locations: _Locations, base: Any = None) -> Any:
+    """Build dataclass ``cls`` from a mapping, starting from ``base`` (or the defaults)."""
+    where = locations.where(prefix.rstrip(".")) if prefix else locations.source
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    obj = base if base is not None else cls()
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = ", ".join(sorted(names))
+            raise ConfigError(f"{locations.where(dotted)}: unknown key '{dotted}' (known here: {close})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            setattr(obj, key, _build(tp, value, dotted + ".", locations, getattr(obj, key)))
+        else:
+            setattr(obj, key, _coerce(value, tp, dotted, locations.where(dotted)))
+    return obj
+
+
+def _check(cond: bool, locations: _Locations, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{locations.where(key)}: {key}: {message}")
+
+
+def _in_unit(value: float) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def validate(cfg: Config, locations: _Locations | None = None) -> None:
+    """Reject impossible values with one clear line."""
+    loc = locations or _Locations("config")
+    s = cfg.sampling
+    for key in ("neg_iou", "part_iou", "pos_iou"):
+        _check(_in_unit(getattr(s, key)), loc, f"sampling.{key}", f"an IoU must lie in [0, 1], got {getattr(s, key)}")
+    _check(s.neg_iou <= s.part_iou, loc, "sampling.neg_iou",
+           f"the negative band ({s.neg_iou}) must lie below the part band ({s.part_iou})")
+    _check(s.part_iou < s.pos_iou, loc, "sampling.part_iou",
+           f"the part band's lower edge ({s.part_iou}) must lie below the positive band ({s.pos_iou})")
+    _check(s.min_face_size >= 1, loc, "sampling.min_face_size", f"must be at least 1 pixel, got {s.min_face_size}")
+    for key in ("random_negatives_per_image", "negatives_per_face", "crops_per_face",
+                "landmark_crops_per_face", "total", "workers"):
+        _check(getattr(s, key) >= 0, loc, f"sampling.{key}", f"must not be negative, got {getattr(s, key)}")
+    _check(s.shard_size >= 1, loc, "sampling.shard_size", f"must be at least 1, got {s.shard_size}")
+    for key in ("negative", "positive", "part", "landmark"):
+        _check(getattr(s.ratio, key) >= 0, loc, f"sampling.ratio.{key}", "a share must not be negative")
+    _check(sum(dataclasses.astuple(s.ratio)) > 0, loc, "sampling.ratio", "at least one share must be positive")
+
+    d = cfg.data
+    _check(0.0 <= d.val_fraction < 1.0, loc, "data.val_fraction", f"must lie in [0, 1), got {d.val_fraction}")
+    _check(d.max_images >= 0, loc, "data.max_images", f"must not be negative, got {d.max_images}")
+    _check(d.landmarks_format in ("auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"), loc,
+           "data.landmarks_format", f"must be auto, celeba, celeba-aligned, lfw-net or mtfl, got {d.landmarks_format!r}")
+
+    for stage in STAGES:
+        t = cfg.stage(stage)
+        p = f"train.{stage}"
+        for key in ("alpha_det", "alpha_box", "alpha_landmark"):
+            _check(getattr(t, key) >= 0, loc, f"{p}.{key}", f"a loss weight must not be negative, got {getattr(t, key)}")
+        _check(0.0 < t.ohem_keep_ratio <= 1.0, loc, f"{p}.ohem_keep_ratio", f"must lie in (0, 1], got {t.ohem_keep_ratio}")
+        _check(t.optimizer in ("adam", "adamw", "sgd"), loc, f"{p}.optimizer", f"must be adam, adamw or sgd, got {t.optimizer!r}")
+        _check(t.lr > 0, loc, f"{p}.lr", f"must be positive, got {t.lr}")
+        _check(t.weight_decay >= 0, loc, f"{p}.weight_decay", f"must not be negative, got {t.weight_decay}")
+        _check(t.lr_schedule in ("constant", "step", "cosine"), loc, f"{p}.lr_schedule",
+               f"must be constant, step or cosine, got {t.lr_schedule!r}")
+        _check(t.epochs >= 1, loc, f"{p}.epochs", f"must be at least 1, got {t.epochs}")
+        _check(t.batch_size >= 1, loc, f"{p}.batch_size", f"must be at least 1, got {t.batch_size}")
+        _check(0.0 <= t.val_fraction < 1.0, loc, f"{p}.val_fraction", f"must lie in [0, 1), got {t.val_fraction}")
+        _check(t.amp in ("off", "bf16", "fp16"), loc, f"{p}.amp", f"must be off, bf16 or fp16, got {t.amp!r}")
+        _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), loc, f"{p}.device",
+               f"must be auto, cpu or cuda[:N], got {t.device!r}")
+        _check(t.warmup_epochs >= 0, loc, f"{p}.warmup_epochs", "must not be negative")
+        _check(t.checkpoint_every_steps >= 0, loc, f"{p}.checkpoint_every_steps", "must not be negative")
+
+    det = cfg.detection
+    _check(det.min_face_size >= 12, loc, "detection.min_face_size",
+           f"must be at least 12 (P-Net's window), got {det.min_face_size}")
+    _check(0.0 < det.scale_factor < 1.0, loc, "detection.scale_factor", f"must lie in (0, 1), got {det.scale_factor}")
+    _check(len(det.thresholds) == 3, loc, "detection.thresholds", f"needs 3 values (P, R, O), got {len(det.thresholds)}")
+    _check(all(_in_unit(t) for t in det.thresholds), loc, "detection.thresholds", "each must lie in [0, 1]")
+    for key in ("nms_pnet_scale", "nms_pnet_all", "nms_rnet", "nms_onet"):
+        _check(_in_unit(getattr(det, key)), loc, f"detection.{key}", f"an overlap must lie in [0, 1], got {getattr(det, key)}")
+    _check(det.batch_size >= 1, loc, "detection.batch_size", "must be at least 1")
+
+    ev = cfg.evaluation
+    _check(_in_unit(ev.fddb_overlap), loc, "evaluation.fddb_overlap", "must lie in [0, 1]")
+    _check(_in_unit(ev.wider_iou), loc, "evaluation.wider_iou", "must lie in [0, 1]")
+    _check(ev.wider_thresholds >= 1, loc, "evaluation.wider_thresholds", "must be at least 1")
+    _check(all(p > 0 for p in ev.fp_points), loc, "evaluation.fp_points", "false-positive counts must be positive")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value``; the value is parsed as YAML (``0.5``, ``true``, ``[1, 2]``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or "." not in key:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load, override and validate a config.  ``path=None`` gives the paper defaults."""
+    cfg = Config()
+    locations = _Locations("defaults")
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from None
+        locations = _Locations(str(path))
+        data = _parse_yaml(text, str(path), locations)
+        cfg = _build(Config, data, "", locations, cfg)
+        cfg.base_dir = str(path.resolve().parent)
+    for text in overrides:
+        key, value = parse_override(text)
+        override_locations = _Locations(f"--set {text}")
+        cfg = _build(Config, _nest(key, value), "", override_locations, cfg)
+        locations.overrides[key] = text
+    validate(cfg, locations)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a checkpoint or manifest)."""
+    locations = _Locations(source)
+    cfg = _build(Config, data, "", locations, Config())
+    validate(cfg, locations)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically, beside a command's output."""
+    from mtcnn_train.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,36 @@
+"""Errors a user can act on.
+
+Every problem with user input (annotation files, images, configs, command-line values) is raised
+as a :class:`UserError`.  The CLI prints ``error: <message>`` on one line and exits with status 2,
+never a traceback.  Messages name the file and, where there is one, the line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, no traceback."""
+
+
+def at(path: str | Path, line: int | None = None) -> str:
+    """Format a location as ``path:line`` (or just ``path``) for error messages."""
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+class AnnotationError(UserError):
+    """A malformed annotation file; names the file and the 1-based line."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str):
+        self.path = Path(path)
+        self.line = line
+        self.reason = message
+        super().__init__(f"{at(path, line)}: {message}")
+
+
+class ConfigError(UserError):
+    """A config file or ``--set`` override that does not validate."""
+
+
+class ImageError(UserError):
+    """An image that cannot be used (missing, corrupt, unsupported)."""

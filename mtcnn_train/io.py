@@ -1,0 +1,164 @@
+"""File input and output shared by every stage: atomic writes, safe paths, image loading.
+
+Image rule (docs/CONVENTIONS.md): every image is returned as ``H x W x 3`` uint8 **RGB**.
+Grayscale is replicated to three channels, the alpha channel of RGBA is dropped, 16-bit images are
+scaled to 8 bits, EXIF orientation is applied.  Missing, unreadable, corrupt, empty or oversized
+images raise :class:`~mtcnn_train.errors.ImageError`; long-running stages catch it, count the image
+as skipped and report the count at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from mtcnn_train.errors import AnnotationError, ImageError, UserError
+
+#: Images with more pixels than this are refused before decoding (a 20000x20000 header would
+#: otherwise ask for 1.2 GB).  About 16k x 16k.
+MAX_IMAGE_PIXELS = 16384 * 16384
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes: a reader never sees a half-written file, a crash leaves only a temp file that
+# no reader trusts (temp names start with '.tmp-').
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_temp_files(folder: str | Path) -> int:
+    """Delete ``.tmp-*`` leftovers of an interrupted run; returns how many were removed."""
+    count = 0
+    for tmp in Path(folder).glob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------
+# Paths from annotation files must stay inside the dataset root.
+
+
+def resolve_inside(root: str | Path, relative: str, source: str | Path, line: int | None) -> Path:
+    """Join ``relative`` (from an annotation file) onto ``root``, refusing escapes.
+
+    Absolute paths, ``..`` that climbs out of the root and symlinks pointing outside are
+    refused with an :class:`AnnotationError` naming the annotation file and line.
+    """
+    rel = relative.replace("\\", "/").strip()
+    if not rel:
+        raise AnnotationError(source, line, "empty image path")
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        raise AnnotationError(source, line, f"image path {relative!r} is absolute; it must be relative to {root}")
+    root_resolved = Path(root).resolve()
+    candidate = (root_resolved / rel).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise AnnotationError(source, line, f"image path {relative!r} escapes the dataset root {root}")
+    return candidate
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image too large") from None
+
+
+def to_rgb_uint8(image: np.ndarray, source: str | Path = "image") -> np.ndarray:
+    """Apply the image rule to an array decoded by OpenCV (BGR / BGRA / gray, 8 or 16 bit)."""
+    if image is None or image.size == 0:
+        raise ImageError(f"{source}: empty image")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise ImageError(f"{source}: unsupported image shape {image.shape}")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``H x W x 3`` uint8 RGB, by the rule in the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image not found")
+    width, height = image_size(path)
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{path}: zero-size image")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path}: image too large ({width}x{height} pixels; limit {MAX_IMAGE_PIXELS})")
+    data = np.fromfile(path, dtype=np.uint8)
+    # IMREAD_ANYDEPTH keeps 16-bit data; IMREAD_COLOR applies EXIF orientation.
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    image = cv2.imdecode(data, flags)
+    if image is None:
+        raise ImageError(f"{path}: corrupt or truncated image")
+    return to_rgb_uint8(image, path)
+
+
+def save_image(path: str | Path, image_rgb: np.ndarray, quality: int = 95) -> None:
+    """Write an RGB image atomically (format from the suffix)."""
+    path = Path(path)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageError(f"{path}: cannot encode image")
+    atomic_write_bytes(path, buf.tobytes())

@@ -1,0 +1,122 @@
+"""P-Net, R-Net and O-Net with the original MTCNN architectures.
+
+Layer names and parameter shapes follow the original Caffe models (as shipped, converted, in
+facenet-pytorch), so the published weights import with :func:`import_facenet_state_dict`.
+Differences from the published models, each on purpose:
+
+* every net has a 10-value landmark head (the paper trains landmarks at all three stages; the
+  published P-Net and R-Net lack it, so an import leaves those heads at their initial values);
+* fully connected layers flatten in PyTorch's natural ``(C, H, W)`` order, and landmarks are
+  interleaved ``x1, y1, x2, y2, ...``; the importer permutes the published weights to match.
+
+Every net takes images normalised as ``(x - 127.5) / 128`` (see :func:`normalize`) and returns raw
+face logits ``(N, 2)``, box offsets ``(N, 4)`` and landmark offsets ``(N, 10)``; P-Net returns maps
+``(N, 2|4|10, H', W')`` because it runs fully convolutionally on whole images.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtcnn_train.errors import UserError
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """``(x - 127.5) / 128`` as in the paper; takes uint8 (or float 0..255) NCHW tensors."""
+    return (images_uint8.float() - 127.5) * 0.0078125
+
+
+class PNet(nn.Module):
+    """Proposal network: 12x12 input, fully convolutional."""
+
+    input_size = 12
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+        self.conv4_3 = nn.Conv2d(32, 10, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        return self.conv4_1(x), self.conv4_2(x), self.conv4_3(x)
+
+
+class RNet(nn.Module):
+    """Refinement network: 24x24 input."""
+
+    input_size = 24
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+        self.dense5_3 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense4(x.flatten(1)))
+        return self.dense5_1(x), self.dense5_2(x), self.dense5_3(x)
+
+
+class ONet(nn.Module):
+    """Output network: 48x48 input, the final boxes and landmarks."""
+
+    input_size = 48
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = self.prelu5(self.dense5(x.flatten(1)))
+        return self.dense6_1(x), self.dense6_2(x), self.dense6_3(x)
+
+
+NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
+
+
+def build_net(stage: str) -> nn.Module:
+    if stage not in NETS:
+        raise UserError(f"unknown stage {stage!r}; expected one of {', '.join(NETS)}")
+    return NETS[stage]()

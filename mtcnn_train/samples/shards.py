@@ -1,0 +1,204 @@
+"""Sample sets on disk: a few memory-mappable shard files plus a manifest.
+
+A sample directory looks like::
+
+    DIR/manifest.json                 written last; a set without it is incomplete
+    DIR/config.yaml                   the resolved config that made the set
+    DIR/shard-00000.images.npy        (N, S, S, 3) uint8 RGB crops, S = 12, 24 or 48
+    DIR/shard-00000.labels.npy        (N,) int8: see the LABEL_* constants
+    DIR/shard-00000.boxes.npy         (N, 4) float32 box offsets / crop size (NaN where unused)
+    DIR/shard-00000.landmarks.npy     (N, 10) float32 x1, y1, ..., x5, y5 as crop fractions (NaN where unused)
+    DIR/shard-00000.sources.npy       (N,) int32 index of the source image in manifest["images"]
+    DIR/shard-00000.crops.npy         (N, 4) float32 crop box in source-image pixels
+
+Every file is written atomically (temp file, then rename), and ``manifest.json`` last, so a reader
+never trusts a half-written set.  ``.npy`` keeps the arrays memory-mappable with plain NumPy.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from mtcnn_train.errors import UserError
+from mtcnn_train.io import atomic_path, atomic_write_json
+
+# Labels follow the convention of the common MTCNN training code: the sign tells whether the
+# sample feeds the face/non-face loss (0 and 1) or not (part faces and landmark faces).
+LABEL_NEGATIVE = 0
+LABEL_POSITIVE = 1
+LABEL_PART = -1
+LABEL_LANDMARK = -2
+LABEL_NAMES = {LABEL_NEGATIVE: "negative", LABEL_POSITIVE: "positive", LABEL_PART: "part", LABEL_LANDMARK: "landmark"}
+LABEL_OF = {name: label for label, name in LABEL_NAMES.items()}
+
+ARRAY_DTYPES: dict[str, Any] = {
+    "images": np.uint8,
+    "labels": np.int8,
+    "boxes": np.float32,
+    "landmarks": np.float32,
+    "sources": np.int32,
+    "crops": np.float32,
+}
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def shard_stem(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def empty_arrays(size: int) -> dict[str, np.ndarray]:
+    """Zero-length arrays of the right dtypes and shapes for crops of ``size`` pixels."""
+    return {
+        "images": np.zeros((0, size, size, 3), np.uint8),
+        "labels": np.zeros(0, np.int8),
+        "boxes": np.zeros((0, 4), np.float32),
+        "landmarks": np.zeros((0, 10), np.float32),
+        "sources": np.zeros(0, np.int32),
+        "crops": np.zeros((0, 4), np.float32),
+    }
+
+
+def concat_arrays(parts: Iterable[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarray]:
+    parts = list(parts)
+    if not parts:
+        return empty_arrays(size)
+    return {key: np.concatenate([p[key] for p in parts]).astype(dtype, copy=False) for key, dtype in ARRAY_DTYPES.items()}
+
+
+def check_arrays(arrays: dict[str, np.ndarray]) -> int:
+    """Check keys, dtypes and lengths; returns the sample count."""
+    missing = set(ARRAY_DTYPES) - set(arrays)
+    if missing:
+        raise ValueError(f"sample arrays lack {sorted(missing)}")
+    n = len(arrays["labels"])
+    for key in ARRAY_DTYPES:
+        if len(arrays[key]) != n:
+            raise ValueError(f"sample array {key!r} has {len(arrays[key])} rows, labels have {n}")
+    return n
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def write_shard(directory: str | Path, index: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write one shard's arrays atomically; returns its manifest entry."""
+    directory = Path(directory)
+    n = check_arrays(arrays)
+    stem = shard_stem(index)
+    for key, dtype in ARRAY_DTYPES.items():
+        save_array(directory / f"{stem}.{key}.npy", arrays[key].astype(dtype, copy=False))
+    return {"stem": stem, "count": n}
+
+
+def count_by_type(labels: np.ndarray) -> dict[str, int]:
+    labels = np.asarray(labels)
+    return {name: int((labels == label).sum()) for label, name in LABEL_NAMES.items()}
+
+
+def write_sample_set(directory: str | Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any],
+                     shard_size: int = 100_000) -> dict[str, Any]:
+    """Write a whole sample set: shards of ``shard_size`` samples, then the manifest last."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    n = check_arrays(arrays)
+    shards = []
+    for index, start in enumerate(range(0, max(n, 1), shard_size)):
+        part = {key: value[start:start + shard_size] for key, value in arrays.items()}
+        shards.append(write_shard(directory, index, part))
+    manifest = dict(manifest)
+    manifest.update({
+        "format_version": FORMAT_VERSION,
+        "crop_size": int(arrays["images"].shape[1]),
+        "num_samples": n,
+        "counts": count_by_type(arrays["labels"]),
+        "shards": shards,
+    })
+    atomic_write_json(directory / MANIFEST, manifest)
+    return manifest
+
+
+@dataclass
+class SampleSet:
+    """One or several sample directories read as one set.
+
+    ``shards`` holds one dict of memory-mapped arrays per shard; :meth:`arrays` concatenates
+    them (into memory) for training.  Sample indices run across the folders in the order given.
+    """
+
+    directories: list[Path]
+    manifests: list[dict[str, Any]]
+    shards: list[dict[str, np.ndarray]]
+
+    @classmethod
+    def open(cls, directories: str | Path | Iterable[str | Path], mmap: bool = True) -> "SampleSet":
+        if isinstance(directories, (str, Path)):
+            directories = [directories]
+        dirs = [Path(d) for d in directories]
+        if not dirs:
+            raise UserError("no sample directory given")
+        manifests, shards = [], []
+        crop_size = None
+        for d in dirs:
+            manifest_path = d / MANIFEST
+            if not manifest_path.is_file():
+                raise UserError(f"{d}: not a finished sample set (no {MANIFEST}); run gen-samples again to finish it")
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{manifest_path}: unreadable manifest ({exc})") from None
+            if manifest.get("format_version") != FORMAT_VERSION:
+                raise UserError(f"{manifest_path}: unsupported sample format {manifest.get('format_version')!r}")
+            if crop_size is not None and manifest["crop_size"] != crop_size:
+                raise UserError(f"{d}: crop size {manifest['crop_size']} differs from {crop_size} of {dirs[0]}")
+            crop_size = manifest["crop_size"]
+            for entry in manifest["shards"]:
+                shard = {}
+                for key in ARRAY_DTYPES:
+                    path = d / f"{entry['stem']}.{key}.npy"
+                    try:
+                        shard[key] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+                    except (OSError, ValueError) as exc:
+                        raise UserError(f"{path}: unreadable shard ({exc})") from None
+                    if len(shard[key]) != entry["count"]:
+                        raise UserError(f"{path}: holds {len(shard[key])} rows, the manifest says {entry['count']}")
+                shards.append(shard)
+            manifests.append(manifest)
+        return cls(dirs, manifests, shards)
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.manifests[0]["crop_size"])
+
+    def __len__(self) -> int:
+        return sum(len(s["labels"]) for s in self.shards)
+
+    def counts(self) -> dict[str, int]:
+        total = {name: 0 for name in LABEL_NAMES.values()}
+        for manifest in self.manifests:
+            for name, count in manifest["counts"].items():
+                total[name] += count
+        return total
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All samples in memory.  ``sources`` are offset per folder so they stay unique."""
+        parts = []
+        offset = 0
+        for manifest_index, manifest in enumerate(self.manifests):
+            for shard in self._shards_of(manifest_index):
+                part = {key: np.asarray(value) for key, value in shard.items()}
+                part["sources"] = part["sources"] + offset
+                parts.append(part)
+            offset += len(manifest.get("images", []))
+        return concat_arrays(parts, self.crop_size)
+
+    def _shards_of(self, manifest_index: int) -> list[dict[str, np.ndarray]]:
+        start = sum(len(m["shards"]) for m in self.manifests[:manifest_index])
+        return self.shards[start:start + len(self.manifests[manifest_index]["shards"])]
