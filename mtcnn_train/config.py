@@ -132,7 +132,7 @@ def _stage(**overrides: Any) -> Any:
 class TrainConfig:
     pnet: StageTrainConfig = _stage(alpha_landmark=0.5)
     rnet: StageTrainConfig = _stage(alpha_landmark=0.5)
-    onet: StageTrainConfig = _stage(alpha_landmark=1.0)
+    onet: StageTrainConfig = _stage(alpha_landmark=1.0, batch_size=256)
 
 
 @dataclass

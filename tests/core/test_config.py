@@ -1,0 +1,95 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtcnn_train.config import Config, config_from_dict, load_config, save_config
+from mtcnn_train.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_yaml_holds_the_paper_settings():
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    s = cfg.sampling
+    assert (s.neg_iou, s.part_iou, s.pos_iou, s.min_face_size) == (0.3, 0.4, 0.65, 20)
+    assert dataclasses.astuple(s.ratio) == (3, 1, 1, 2)
+    assert [(cfg.stage(n).alpha_det, cfg.stage(n).alpha_box, cfg.stage(n).alpha_landmark) for n in ("pnet", "rnet", "onet")] == [
+        (1, 0.5, 0.5), (1, 0.5, 0.5), (1, 0.5, 1)]
+    assert all(cfg.stage(n).ohem_keep_ratio == 0.7 for n in ("pnet", "rnet", "onet"))
+    d = cfg.detection
+    assert (d.min_face_size, d.scale_factor, d.thresholds) == (20, 0.709, [0.6, 0.7, 0.7])
+    # default.yaml and the built-in defaults agree
+    assert cfg.to_dict() == Config().to_dict()
+
+
+def test_every_config_file_loads():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+def test_overrides_nested_and_typed():
+    cfg = load_config(None, ["train.pnet.lr=0.01", "detection.thresholds=[0.5, 0.6, 0.7]", "sampling.ratio.negative=2",
+                             "train.onet.epochs=3", "data.wider_root=/x"])
+    assert cfg.train.pnet.lr == 0.01 and cfg.train.rnet.lr == 0.001
+    assert cfg.detection.thresholds == [0.5, 0.6, 0.7]
+    assert cfg.sampling.ratio.negative == 2.0 and cfg.train.onet.epochs == 3
+    assert cfg.data.wider_root == "/x"
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("sampling.pos_iou=-0.1", "sampling.pos_iou"),
+    ("sampling.neg_iou=0.5", "sampling.neg_iou"),
+    ("sampling.part_iou=0.9", "sampling.part_iou"),
+    ("train.pnet.lrr=1", "unknown key 'train.pnet.lrr'"),
+    ("train.pnet.epochs=two", "expected a whole number"),
+    ("train.pnet.epochs=0", "train.pnet.epochs"),
+    ("train.pnet.ohem_keep_ratio=0", "ohem_keep_ratio"),
+    ("detection.scale_factor=1.5", "scale_factor"),
+    ("detection.thresholds=[0.5]", "needs 3 values"),
+    ("train.pnet.lr=.nan", "finite"),
+    ("train.pnet.optimizer=rmsprop", "optimizer"),
+    ("nonsense=1", "expected section.key=value"),
+    ("sampling=3", "expected section.key=value"),
+    ("sampling.ratio=3", "expected a mapping"),
+])
+def test_bad_overrides_fail_with_one_clear_line(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    message = str(err.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampling:\n  neg_iou: 0.3\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3: unknown key 'sampling.bogus'"):
+        load_config(bad)
+    bad.write_text("train:\n  pnet:\n    lr: -1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3: train\.pnet\.lr: must be positive"):
+        load_config(bad)
+    bad.write_text("sampling:\n  neg_iou: [1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    cfg_file = tmp_path / "sub" / "c.yaml"
+    cfg_file.write_text("data:\n  wider_root: ../wider\n")
+    cfg = load_config(cfg_file)
+    assert cfg.resolve_path(cfg.data.wider_root) == (tmp_path / "wider").resolve()
+
+
+def test_save_and_reload_roundtrip(tmp_path):
+    cfg = load_config(None, ["train.rnet.batch_size=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again.to_dict() == cfg.to_dict()
+    assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())).train.rnet.batch_size == 7

@@ -1,0 +1,151 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mtcnn_train import geometry as g
+
+
+def test_iou_hand_computed():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 5, 5]])
+    np.testing.assert_allclose(g.iou_matrix(a, b), [[50 / 150, 1.0, 0.0, 25 / 100]])
+
+
+def test_iou_empty_and_degenerate():
+    assert g.iou_matrix(np.zeros((0, 4)), np.zeros((3, 4))).shape == (0, 3)
+    # zero-size boxes have no area: IoU 0, never NaN
+    out = g.iou_matrix([[5, 5, 5, 5]], [[5, 5, 5, 5], [0, 0, 10, 10]])
+    assert np.all(out == 0)
+    assert np.all(g.max_iou([[0, 0, 1, 1]], np.zeros((0, 4))) == 0)
+
+
+def _boxes(n_min=0, n_max=30):
+    # Multiples of 1/8 px: exact in float32, so NumPy float64 checks agree with float32 NMS.
+    coords = st.integers(-400, 4000).map(lambda v: v / 8)
+    sizes = st.integers(0, 1600).map(lambda v: v / 8)
+    return st.lists(st.tuples(coords, coords, sizes, sizes), min_size=n_min, max_size=n_max).map(
+        lambda rows: np.array([[x, y, x + w, y + h] for x, y, w, h in rows], dtype=np.float64).reshape(-1, 4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_boxes(), _boxes())
+def test_iou_invariants(a, b):
+    m = g.iou_matrix(a, b)
+    assert m.shape == (len(a), len(b))
+    assert np.all((m >= 0) & (m <= 1 + 1e-9))
+    np.testing.assert_allclose(m, g.iou_matrix(b, a).T, atol=1e-12)
+    self_iou = np.diag(g.iou_matrix(a, a))
+    positive = g.box_area(a) > 0
+    np.testing.assert_allclose(self_iou[positive], 1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_boxes(1, 40), st.floats(0.05, 0.95), st.sampled_from(["union", "min"]))
+def test_nms_invariants(boxes, threshold, mode):
+    scores = np.random.default_rng(len(boxes)).random(len(boxes)).astype(np.float32)
+    keep = g.nms(boxes, scores, threshold, mode)
+    assert len(set(keep.tolist())) == len(keep)
+    assert keep[0] == int(np.argmax(scores))  # the best box always survives
+    assert np.all(np.diff(scores[keep]) <= 0)  # highest score first
+    kept = boxes[keep]
+    overlap = g.iou_matrix(kept, kept) if mode == "union" else _min_overlap(kept)
+    np.fill_diagonal(overlap, 0)
+    assert np.all(overlap <= threshold + 1e-5)  # no two kept boxes overlap above the threshold
+    # every suppressed box overlaps some kept box with a higher score above the threshold
+    for i in set(range(len(boxes))) - set(keep.tolist()):
+        ov = (g.iou_matrix(boxes[i:i + 1], kept) if mode == "union" else _min_overlap(np.vstack([boxes[i:i + 1], kept]))[0, 1:])
+        assert np.any(np.asarray(ov).ravel() > threshold - 1e-5)
+
+
+def _min_overlap(b):
+    area = g.box_area(b)
+    ix = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    denom = np.minimum(area[:, None], area[None, :])
+    return np.where(denom > 0, ix * iy / np.where(denom > 0, denom, 1), 0)
+
+
+def test_nms_hand_case_and_torch():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)
+    assert g.nms(boxes, scores, 0.5).tolist() == [3, 0, 2]
+    # 'min' overlap: the small box lies inside box 0, so it suppresses box 0 at 0.7
+    assert g.nms(boxes, scores, 0.7, "min").tolist() == [3, 1, 2]
+    keep_t = g.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5)
+    assert isinstance(keep_t, torch.Tensor) and keep_t.tolist() == [3, 0, 2]
+    assert g.nms(np.zeros((0, 4)), np.zeros(0), 0.5).shape == (0,)
+
+
+def test_batched_nms_keeps_groups_apart():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    keep = g.batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5)
+    assert sorted(keep.tolist()) == [0, 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(_boxes(1, 20), _boxes(1, 20))
+def test_offsets_roundtrip(crops, faces):
+    n = min(len(crops), len(faces))
+    crops, faces = crops[:n], faces[:n]
+    ok = (crops[:, 2] - crops[:, 0] > 1) & (crops[:, 3] - crops[:, 1] > 1)
+    crops, faces = crops[ok], faces[ok]
+    offsets = g.box_offsets(crops, faces)
+    np.testing.assert_allclose(g.calibrate(crops, offsets.astype(np.float64)), faces, atol=1e-2)
+    pts = np.stack([faces[:, :2]] * 5, 1)
+    back = g.landmarks_from_offsets(crops, g.landmark_offsets(crops, pts).astype(np.float64))
+    np.testing.assert_allclose(back, pts, atol=1e-2)
+
+
+def test_calibrate_hand_case_numpy_and_torch():
+    box = np.array([[10.0, 20.0, 30.0, 60.0]])
+    off = np.array([[0.1, -0.25, 0.5, 0.0]])
+    np.testing.assert_allclose(g.calibrate(box, off), [[12, 10, 40, 60]])
+    out = g.calibrate(torch.tensor(box), torch.tensor(off))
+    assert torch.allclose(out, torch.tensor([[12.0, 10, 40, 60]], dtype=torch.float64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(_boxes(1, 20))
+def test_square_invariants(boxes):
+    sq = g.square(boxes)
+    w, h = sq[:, 2] - sq[:, 0], sq[:, 3] - sq[:, 1]
+    np.testing.assert_allclose(w, h, atol=1e-6)
+    np.testing.assert_allclose(w, np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), atol=1e-6)
+    np.testing.assert_allclose(sq[:, :2] + sq[:, 2:], boxes[:, :2] + boxes[:, 2:], atol=1e-6)  # same centre
+
+
+def test_clip_and_conversions():
+    np.testing.assert_allclose(g.clip_boxes([[-5, 3, 120, 50]], 100, 40), [[0, 3, 100, 40]])
+    xywh = np.array([[3, 4, 10, 20]])
+    np.testing.assert_allclose(g.xywh_to_xyxy(xywh), [[3, 4, 13, 24]])
+    np.testing.assert_allclose(g.xyxy_to_xywh(g.xywh_to_xyxy(xywh)), xywh)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(1, 200), st.floats(1, 200), st.floats(-math.pi, math.pi), st.floats(-100, 100), st.floats(-100, 100))
+def test_ellipse_box_contains_ellipse_points(a, b, theta, cx, cy):
+    box = g.ellipse_to_box([[a, b, theta, cx, cy]])[0]
+    t = np.linspace(0, 2 * np.pi, 721)
+    x = cx + a * np.cos(t) * np.cos(theta) - b * np.sin(t) * np.sin(theta)
+    y = cy + a * np.cos(t) * np.sin(theta) + b * np.sin(t) * np.cos(theta)
+    tol = 1e-6 * (1 + abs(a) + abs(b))
+    assert x.min() >= box[0] - tol and x.max() <= box[2] + tol
+    assert y.min() >= box[1] - tol and y.max() <= box[3] + tol
+    # tight: the extreme points touch the box (within the sampling resolution)
+    assert x.min() - box[0] < 0.01 * (a + b) and box[3] - y.max() < 0.01 * (a + b)
+
+
+def test_ellipse_axis_aligned_and_box_to_ellipse():
+    np.testing.assert_allclose(g.ellipse_to_box([[20, 10, 0, 50, 60]]), [[30, 50, 70, 70]])
+    np.testing.assert_allclose(g.ellipse_to_box([[20, 10, math.pi / 2, 50, 60]]), [[40, 40, 60, 80]], atol=1e-9)
+    e = g.box_to_ellipse([[10, 20, 50, 70]])[0]
+    major, minor, angle, cx, cy = e
+    assert major == pytest.approx(30) and minor == pytest.approx(20) and angle == pytest.approx(math.pi / 2)
+    assert cx == pytest.approx(30)
+    assert cy + major == pytest.approx(70)  # the chin stays where the box ends
