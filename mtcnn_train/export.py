@@ -1,0 +1,141 @@
+"""Export the three nets as ONNX or TorchScript, and run exported ONNX nets inside the cascade.
+
+Exported models behave exactly like :mod:`mtcnn_train.nets`: input ``image`` is an ``N x 3 x H x W``
+float32 tensor already normalised as ``(x - 127.5) / 128`` (RGB), outputs are ``face`` (raw logits,
+softmax not applied), ``box`` (offsets) and ``landmarks`` (x1, y1, ..., x5, y5 offsets).
+
+=========  =================================  ==========================================
+net        ONNX file / TorchScript file       dynamic axes
+=========  =================================  ==========================================
+P-Net      ``pnet.onnx`` / ``pnet.torchscript.pt``  batch, height, width (any size >= 12)
+R-Net      ``rnet.onnx`` / ``rnet.torchscript.pt``  batch (input 24 x 24)
+O-Net      ``onet.onnx`` / ``onet.torchscript.pt``  batch (input 48 x 48)
+=========  =================================  ==========================================
+
+ONNX files use opset 17 (:data:`ONNX_OPSET`).  ``export.json`` beside them records the opset,
+names, normalisation and the source checkpoints.  :class:`OnnxNet` wraps an exported file with
+onnxruntime (the ``onnx`` extra) so the same :class:`~mtcnn_train.detector.Cascade` code runs on it.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtcnn_train.checkpoint import load_checkpoint, load_stage_net, stage_weights_path
+from mtcnn_train.config import STAGE_SIZE, STAGES
+from mtcnn_train.errors import UserError
+from mtcnn_train.io import atomic_path, atomic_write_json
+
+ONNX_OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("face", "box", "landmarks")
+FORMATS = ("onnx", "torchscript")
+
+
+def exported_file(stage: str, fmt: str) -> str:
+    return f"{stage}.onnx" if fmt == "onnx" else f"{stage}.torchscript.pt"
+
+
+def _dynamic_axes(stage: str) -> dict[str, dict[int, str]]:
+    image_axes = {0: "batch", 2: "height", 3: "width"} if stage == "pnet" else {0: "batch"}
+    output_axes = {0: "batch", 2: "out_height", 3: "out_width"} if stage == "pnet" else {0: "batch"}
+    return {INPUT_NAME: image_axes, **{name: output_axes for name in OUTPUT_NAMES}}
+
+
+def _export_onnx(net: torch.nn.Module, stage: str, path: Path) -> None:
+    size = STAGE_SIZE[stage]
+    # P-Net is traced at a non-square size so no axis is specialised to a constant by accident.
+    example = torch.zeros(2, 3, size + 10 if stage == "pnet" else size, size + 22 if stage == "pnet" else size)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript; these conv nets export exactly with the classic path and no extra package.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          dynamic_axes=_dynamic_axes(stage), opset_version=ONNX_OPSET, dynamo=False)
+
+
+def _export_torchscript(net: torch.nn.Module, path: Path) -> None:
+    scripted = torch.jit.script(net)
+    with atomic_path(path) as tmp:
+        scripted.save(str(tmp))
+
+
+def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Export every stage found in ``run_dir`` in format ``fmt``; returns the ``export.json`` record."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; expected onnx or torchscript")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    present = [s for s in stages if stage_weights_path(run_dir, s).is_file()]
+    if not present:
+        raise UserError(f"{run_dir}: no pnet.pt, rnet.pt or onet.pt to export")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"format": fmt, "input": INPUT_NAME, "outputs": list(OUTPUT_NAMES),
+                              "normalisation": "(x - 127.5) / 128, RGB, N x 3 x H x W float32",
+                              "opset": ONNX_OPSET if fmt == "onnx" else None, "models": {}}
+    for stage in present:
+        net = load_stage_net(run_dir, stage).eval()
+        target = out_dir / exported_file(stage, fmt)
+        if fmt == "onnx":
+            _export_onnx(net, stage, target)
+        else:
+            _export_torchscript(net, target)
+        source = load_checkpoint(stage_weights_path(run_dir, stage))
+        record["models"][stage] = {"file": target.name, "input_size": STAGE_SIZE[stage],
+                                   "dynamic": list(_dynamic_axes(stage)[INPUT_NAME].values()),
+                                   "source": str(stage_weights_path(run_dir, stage)),
+                                   "source_epoch": int(source.get("epoch", 0))}
+    atomic_write_json(out_dir / "export.json", record)
+    return record
+
+
+class OnnxNet:
+    """An exported ONNX net that the cascade can call like the PyTorch module.
+
+    Takes and returns torch tensors (CPU); runs on onnxruntime's CPU provider unless told otherwise.
+    """
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("the onnx backend needs onnxruntime: pip install 'mtcnn-train[onnx]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: ONNX model not found")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UserError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        self.path = path
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        device = images.device
+        feed = {INPUT_NAME: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)}
+        outputs = self.session.run(list(OUTPUT_NAMES), feed)
+        return tuple(torch.from_numpy(o).to(device) for o in outputs)
+
+    # The cascade treats nets as modules; these keep that interface.
+    def eval(self) -> "OnnxNet":
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "OnnxNet":
+        return self
+
+
+def load_onnx_nets(export_dir: str | Path, stages: tuple[str, ...] = STAGES, threads: int = 0) -> dict[str, OnnxNet]:
+    export_dir = Path(export_dir)
+    nets = {}
+    for stage in stages:
+        path = export_dir / exported_file(stage, "onnx")
+        if path.is_file():
+            nets[stage] = OnnxNet(path, threads=threads)
+    if "pnet" not in nets:
+        raise UserError(f"{export_dir}: no pnet.onnx (run mtcnn-train export --format onnx first)")
+    return nets
