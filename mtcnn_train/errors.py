@@ -12,6 +12,11 @@ from pathlib import Path
 class UserError(Exception):
     """A problem with the user's input: printed as one line, no traceback."""
 
+    def __init__(self, message: str = "") -> None:
+        # Values quoted from user input may hold line breaks; escape them to keep one line.
+        message = str(message).replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(message)
+
 
 def at(path: str | Path, line: int | None = None) -> str:
     """Format a location as ``path:line`` (or just ``path``) for error messages."""
