@@ -76,6 +76,9 @@ class SamplingConfig:
     crops_per_face: int = 20
     #: Crops per landmark face (each randomly mirrored).
     landmark_crops_per_face: int = 10
+    #: Face boxes of landmark faces: auto (derived from the points for MTFL, whose box is the whole
+    #: crop, and aligned CelebA; the file's boxes otherwise), file, or derived.
+    landmark_boxes: str = "auto"
     ratio: SampleRatio = field(default_factory=SampleRatio)
     #: Target size of the whole sample set; 0 = as many as the scarcest type allows.
     total: int = 0
@@ -122,6 +125,8 @@ class StageTrainConfig:
     checkpoint_every_steps: int = 0
     #: Intra-op CPU threads (0 = torch's default).
     threads: int = 0
+    #: Write step-level TensorBoard scalars (losses, lr, samples/s) every N optimizer steps (0 = off).
+    log_every_steps: int = 50
 
 
 def _stage(**overrides: Any) -> Any:
@@ -151,6 +156,10 @@ class DetectionConfig:
     device: str = "auto"
     #: Images per batch in batched detection.
     batch_size: int = 16
+    #: How R-Net and O-Net crops treat boxes that stick out of the image: ``zero`` reads the
+    #: outside as black pixels (the original MTCNN and our training crops), ``clip`` crops only
+    #: the visible part and stretches it (facenet-pytorch; use it for parity with that package).
+    crop_border: str = "zero"
 
 
 @dataclass
@@ -334,6 +343,8 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
                 "landmark_crops_per_face", "total", "workers"):
         _check(getattr(s, key) >= 0, loc, f"sampling.{key}", f"must not be negative, got {getattr(s, key)}")
     _check(s.shard_size >= 1, loc, "sampling.shard_size", f"must be at least 1, got {s.shard_size}")
+    _check(s.landmark_boxes in ("auto", "file", "derived"), loc, "sampling.landmark_boxes",
+           f"must be auto, file or derived, got {s.landmark_boxes!r}")
     for key in ("negative", "positive", "part", "landmark"):
         _check(getattr(s.ratio, key) >= 0, loc, f"sampling.ratio.{key}", "a share must not be negative")
     _check(sum(dataclasses.astuple(s.ratio)) > 0, loc, "sampling.ratio", "at least one share must be positive")
@@ -363,6 +374,7 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
                f"must be auto, cpu or cuda[:N], got {t.device!r}")
         _check(t.warmup_epochs >= 0, loc, f"{p}.warmup_epochs", "must not be negative")
         _check(t.checkpoint_every_steps >= 0, loc, f"{p}.checkpoint_every_steps", "must not be negative")
+        _check(t.log_every_steps >= 0, loc, f"{p}.log_every_steps", "must not be negative")
 
     det = cfg.detection
     _check(det.min_face_size >= 12, loc, "detection.min_face_size",
@@ -373,6 +385,10 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
     for key in ("nms_pnet_scale", "nms_pnet_all", "nms_rnet", "nms_onet"):
         _check(_in_unit(getattr(det, key)), loc, f"detection.{key}", f"an overlap must lie in [0, 1], got {getattr(det, key)}")
     _check(det.batch_size >= 1, loc, "detection.batch_size", "must be at least 1")
+    _check(det.crop_border in ("zero", "clip"), loc, "detection.crop_border",
+           f"must be zero or clip, got {det.crop_border!r}")
+    _check(det.device == "auto" or det.device == "cpu" or det.device.startswith("cuda"), loc, "detection.device",
+           f"must be auto, cpu or cuda[:N], got {det.device!r}")
 
     ev = cfg.evaluation
     _check(_in_unit(ev.fddb_overlap), loc, "evaluation.fddb_overlap", "must lie in [0, 1]")

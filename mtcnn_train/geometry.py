@@ -59,6 +59,108 @@ def _overlap_torch(boxes: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.where(denom > 0, inter / denom.clamp(min=1e-12), torch.zeros_like(inter))
 
 
+def _pair_overlap(boxes: torch.Tensor, first: torch.Tensor, second: torch.Tensor, mode: str) -> torch.Tensor:
+    """:func:`_overlap_torch` for a list of index pairs: the same arithmetic, element by element."""
+    a, b = boxes[first], boxes[second]
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = iw * ih
+    denom = torch.minimum(area_a, area_b) if mode == "min" else area_a + area_b - inter
+    return torch.where(denom > 0, inter / denom.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+#: Candidate pairs examined per chunk when searching for overlapping boxes (bounds memory).
+_PAIR_CHUNK = 1 << 22
+
+
+def _x_overlapping_pairs(boxes: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All index pairs of boxes of the same group whose x-extents overlap with positive width.
+
+    A sweep instead of an ``N x N`` matrix: sorted by ``x1``, box ``b`` overlaps box ``a`` in x
+    (and comes after it) exactly when ``x1_a <= x1_b < x2_a``, a contiguous run found with
+    ``searchsorted``.  Groups are kept apart by shifting each group's keys past the previous one
+    (in float64, for the sort only; overlaps are computed on the true coordinates).  Each pair is
+    returned once, as ``(first, second)`` in arbitrary order.
+    """
+    n = boxes.shape[0]
+    starts = boxes[:, 0].double()
+    ends = boxes[:, 2].double()
+    if groups is not None and n:
+        lo = torch.minimum(starts.min(), ends.min())
+        span = (torch.maximum(starts.max(), ends.max()) - lo) + 1.0
+        shift = (groups.to(boxes.device).double() - groups.min().double()) * span * 2 - lo
+        starts, ends = starts + shift, ends + shift
+    order = torch.argsort(starts, stable=True)
+    sorted_starts = starts[order]
+    run_end = torch.searchsorted(sorted_starts, ends[order], side="left")
+    position = torch.arange(n, device=boxes.device)
+    counts = (run_end - position - 1).clamp(min=0)
+    firsts, seconds = [], []
+    # Chunk the boxes so that at most about _PAIR_CHUNK candidate pairs exist at a time.
+    cumulative = counts.cumsum(0)
+    total = int(cumulative[-1]) if n else 0
+    chunk_starts = [0]
+    if total > _PAIR_CHUNK:
+        marks = torch.arange(_PAIR_CHUNK, total, _PAIR_CHUNK, device=boxes.device)
+        chunk_starts += torch.searchsorted(cumulative, marks, side="right").tolist()
+    chunk_starts = sorted(set(chunk_starts)) + [n]
+    for lo_i, hi_i in zip(chunk_starts[:-1], chunk_starts[1:]):
+        c = counts[lo_i:hi_i]
+        m = int(c.sum())
+        if m == 0:
+            continue
+        first = position[lo_i:hi_i].repeat_interleave(c)
+        run_start = torch.cumsum(c, 0) - c
+        step = torch.arange(m, device=boxes.device) - run_start.repeat_interleave(c)
+        firsts.append(order[first])
+        seconds.append(order[first + 1 + step])
+    if not firsts:
+        empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return empty, empty
+    return torch.cat(firsts), torch.cat(seconds)
+
+
+def _greedy_nms(b: torch.Tensor, s: torch.Tensor, threshold: float, mode: str,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact greedy NMS (optionally within groups); kept indices, highest score first.
+
+    Only pairs that overlap above ``threshold`` matter, so they are found first (a sweep over x,
+    then the overlap test, all tensor code) and the greedy pass walks that sparse list in score
+    order with NumPy.  Same result as the textbook loop over a full overlap matrix, in memory
+    linear in the number of overlapping pairs.
+    """
+    n = b.shape[0]
+    order = torch.sort(s, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n, device=order.device)
+    if threshold < 0:  # every pair overlaps "above" a negative threshold, even disjoint ones
+        ii, jj = torch.triu_indices(n, n, 1, device=b.device)
+        same = ii == ii if groups is None else groups[ii] == groups[jj]
+        first, second = ii[same], jj[same]
+    else:
+        first, second = _x_overlapping_pairs(b, groups)
+        hit = _pair_overlap(b, first, second, mode) > threshold
+        first, second = first[hit], second[hit]
+    # In rank space: the higher-scoring box of each pair suppresses the other.
+    ra, rb = rank[first], rank[second]
+    hi = torch.minimum(ra, rb).cpu().numpy()
+    lo = torch.maximum(ra, rb).cpu().numpy()
+    removed = np.zeros(n, dtype=bool)
+    if len(hi):
+        by_source = np.argsort(hi, kind="stable")
+        hi, lo = hi[by_source], lo[by_source]
+        sources, bounds = np.unique(hi, return_index=True)
+        bounds = np.append(bounds, len(hi)).tolist()
+        # Sources are visited in score order; a box suppresses others only if it is itself kept.
+        for k, src in enumerate(sources.tolist()):
+            if not removed[src]:
+                removed[lo[bounds[k]:bounds[k + 1]]] = True
+    kept_ranks = torch.from_numpy(np.flatnonzero(~removed)).to(order.device)
+    return order[kept_ranks]
+
+
 def nms(boxes, scores, threshold: float, mode: str = "union"):
     """Greedy non-maximum suppression; returns kept indices, highest score first.
 
@@ -75,19 +177,7 @@ def nms(boxes, scores, threshold: float, mode: str = "union"):
     if b.shape[0] == 0:
         keep = torch.zeros(0, dtype=torch.long, device=b.device)
         return keep.numpy() if as_numpy else keep
-    order = torch.sort(s, descending=True, stable=True).indices
-    overlap = _overlap_torch(b[order], mode) > threshold
-    # The greedy pass over a precomputed boolean matrix: cheap because candidates per call are
-    # bounded (P-Net output per scale, R/O-Net survivors); the matrix work is vectorised.
-    suppressed = torch.zeros(len(order), dtype=torch.bool)
-    overlap_cpu = overlap.cpu()
-    keep_positions = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep_positions.append(i)
-        suppressed |= overlap_cpu[i]
-    keep = order[torch.tensor(keep_positions, dtype=torch.long, device=order.device)]
+    keep = _greedy_nms(b, s.to(b.device), threshold, mode)
     return keep.cpu().numpy() if as_numpy else keep
 
 
@@ -95,14 +185,16 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
                 mode: str = "union") -> torch.Tensor:
     """NMS applied separately within each group id (e.g. per image or per pyramid scale).
 
-    Offsets each group's boxes so that boxes of different groups never overlap, then runs one
-    NMS: the standard trick that turns many small NMS calls into one.
+    One pass for all groups: boxes of different groups are never compared, and overlaps are
+    computed on the true coordinates, so a group's result does not depend on the other groups.
+    Returns kept indices, highest score first (ties: the earlier box).
     """
+    if mode not in ("union", "min"):
+        raise ValueError(f"nms mode must be 'union' or 'min', got {mode!r}")
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    span = (boxes.max() - boxes.min()).clamp(min=1) + 1
-    offsets = groups.to(boxes.dtype)[:, None] * span * 2
-    return nms(boxes + offsets, scores, threshold, mode)
+    b = boxes.reshape(-1, 4).float()
+    return _greedy_nms(b, scores.reshape(-1).float().to(b.device), threshold, mode, groups.reshape(-1).to(b.device))
 
 
 def calibrate(boxes, offsets):
@@ -205,3 +297,22 @@ def box_to_ellipse(boxes: np.ndarray, height_scale: float = 1.2) -> np.ndarray:
     major = h * height_scale / 2
     minor = w / 2
     return np.stack([major, minor, np.full_like(major, math.pi / 2), cx, cy], 1)
+
+
+def inclusive_to_edges(boxes):
+    """Reference-MTCNN boxes (1-based pixel indices, both ends included) to pixel edges.
+
+    The original MTCNN code and facenet-pytorch describe a box by the 1-based indices of its first
+    and last pixel (width ``x2 - x1 + 1``): pixel edges are ``x1 - 1, y1 - 1, x2, y2``.  NumPy or
+    torch.  Landmark points need no conversion: the reference already places them on edges.
+    """
+    shift = np.array([1, 1, 0, 0], dtype=np.float32) if isinstance(boxes, np.ndarray) else \
+        torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=boxes.dtype, device=boxes.device)
+    return boxes - shift
+
+
+def edges_to_inclusive(boxes):
+    """Inverse of :func:`inclusive_to_edges`."""
+    shift = np.array([1, 1, 0, 0], dtype=np.float32) if isinstance(boxes, np.ndarray) else \
+        torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=boxes.dtype, device=boxes.device)
+    return boxes + shift

@@ -63,3 +63,70 @@ def crop_resize_numpy(image_rgb: np.ndarray, boxes: np.ndarray, size: int) -> np
     tensor = image_to_tensor(image_rgb)
     crops = crop_resize(tensor, torch.as_tensor(np.asarray(boxes, np.float32)), size)
     return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Area-averaging crops from integer windows (the reference MTCNN's crop rule, batched).
+
+
+def summed_area_table(images: torch.Tensor) -> torch.Tensor:
+    """Integral images of ``B x C x H x W`` integer-valued images (uint8, or floats holding 0..255).
+
+    Returns ``B x (H+1) x (W+1) x C`` with a zero first row and column, so the sum over rows
+    ``[y0, y1)`` and columns ``[x0, x1)`` is ``T[y1, x1] - T[y0, x1] - T[y1, x0] + T[y0, x0]``.
+    Kept in integers (int32 while the total fits, else int64) so window sums are exact.
+    """
+    _, _, height, width = images.shape
+    dtype = torch.int32 if height * width * 255 < 2**31 else torch.int64
+    values = images.to(dtype).permute(0, 2, 3, 1)
+    table = values.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
+    return F.pad(table, (0, 0, 1, 0, 1, 0))
+
+
+def _adaptive_bounds(origin: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and end (exclusive) of each output cell's input run, as ``adaptive_avg_pool`` splits a
+    run of ``length`` pixels into ``size`` cells: ``[floor(i L / s), ceil((i + 1) L / s))``."""
+    i = torch.arange(size, device=length.device)
+    start = origin[:, None] + torch.div(i[None, :] * length[:, None], size, rounding_mode="floor")
+    end = origin[:, None] + torch.div((i[None, :] + 1) * length[:, None] + size - 1, size, rounding_mode="floor")
+    return start, end
+
+
+def crop_resize_area(table: torch.Tensor, image_index: torch.Tensor, windows: torch.Tensor, size: int,
+                     chunk: int = 1024) -> torch.Tensor:
+    """Cut integer pixel windows and shrink (or grow) each to ``size x size`` by area averaging.
+
+    ``table`` is :func:`summed_area_table` of the batch; ``windows`` (N, 4) are integer
+    ``x0, y0, x1, y1`` (pixels ``x0 .. x1 - 1``), one per box, taken from image
+    ``image_index[n]``.  The result equals ``F.interpolate(window_pixels, size, mode='area')`` (what
+    the reference MTCNN does per box) with pixels outside the image read as 0: clip the windows to
+    the image first to crop only the visible part instead.  Every output cell is four look-ups in
+    the integral image, so all boxes are done in a few tensor operations.  Empty windows give 0.
+    Returns ``N x C x size x size`` float32 (channels-last in memory, which suits the convolutions).
+    """
+    n = windows.shape[0]
+    _, height_1, width_1, channels = table.shape
+    if n == 0:
+        return torch.zeros((0, channels, size, size), device=table.device)
+    windows = windows.to(table.device, torch.long)
+    image_index = image_index.to(table.device, torch.long)
+    flat = table.reshape(-1, channels)
+    out = torch.empty((n, size, size, channels), device=table.device)
+    for lo in range(0, n, chunk):
+        w = windows[lo:lo + chunk]
+        base = image_index[lo:lo + chunk] * (height_1 * width_1)
+        row_start, row_end = _adaptive_bounds(w[:, 1], w[:, 3] - w[:, 1], size)
+        col_start, col_end = _adaptive_bounds(w[:, 0], w[:, 2] - w[:, 0], size)
+        count = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).clamp(min=1)
+        # Clamping to the image makes the look-ups sum only the visible pixels; the count above
+        # still covers the whole cell, so pixels outside the image count as zeros.
+        rows = [r.clamp(0, height_1 - 1)[:, :, None] * width_1 for r in (row_start, row_end)]
+        cols = [c.clamp(0, width_1 - 1)[:, None, :] for c in (col_start, col_end)]
+        base = base[:, None, None]
+
+        def look(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return flat.index_select(0, (base + r + c).reshape(-1)).reshape(-1, size, size, channels)
+
+        total = look(rows[1], cols[1]) - look(rows[0], cols[1]) - look(rows[1], cols[0]) + look(rows[0], cols[0])
+        out[lo:lo + chunk] = total.float() / count[..., None].float()
+    return out.permute(0, 3, 1, 2)

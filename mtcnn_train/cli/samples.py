@@ -1,4 +1,4 @@
-"""Sample commands: ``gen-samples`` and ``samples inspect``."""
+"""Sample commands: ``gen-samples``, ``samples inspect`` and ``samples merge``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,16 +6,53 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, not_built
+from mtcnn_train.cli.common import config_options, get_config, not_built, prepare_output_dir
+from mtcnn_train.errors import UserError
 
 
 @cli.command("gen-samples")
 @click.option("--stage", type=click.Choice(["pnet", "rnet", "onet"]), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Sample folder; rerunning the same command resumes an interrupted run.")
+@click.option("--wider-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding wider_face_split/ and WIDER_train/ (overrides data.wider_root).")
+@click.option("--landmarks", "landmarks", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CelebA, LFW+Net or MTFL landmark list (overrides data.landmarks).")
+@click.option("--landmarks-format", type=click.Choice(["auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"]),
+              default=None, help="Format of --landmarks (default: detected).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes (overrides sampling.workers; 0 = one per CPU core).")
+@click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Split the images into this many parts (one per machine) ...")
+@click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True,
+              help="... and make part number i (join the parts with 'samples merge').")
+@click.option("--force", is_flag=True, help="Replace a finished sample set made with other settings.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @config_options
-def gen_samples(stage: str, out: Path, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+def gen_samples(stage: str, out: Path, wider_root: Path | None, landmarks: Path | None, landmarks_format: str | None,
+                workers: int | None, num_shards: int, shard_index: int, force: bool, quiet: bool,
+                config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Cut labelled training crops (P-Net) or mine them with the earlier nets (R-Net, O-Net)."""
-    not_built("gen-samples", "issue 3")
+    if stage != "pnet":
+        not_built(f"gen-samples --stage {stage}", "mining with the earlier nets, a later issue")
+    if shard_index >= num_shards:
+        raise UserError(f"--shard-index {shard_index} must be below --num-shards {num_shards}")
+    from mtcnn_train.samples.generate import generate_pnet_samples
+
+    cfg = get_config(config_path, overrides)
+    # Command-line paths are relative to the working folder, not to the config file.
+    if wider_root is not None:
+        cfg.data.wider_root = str(wider_root.resolve())
+    if landmarks is not None:
+        cfg.data.landmarks = str(landmarks.resolve())
+    if landmarks_format is not None:
+        cfg.data.landmarks_format = landmarks_format
+    if workers is not None:
+        cfg.sampling.workers = workers
+    prepare_output_dir(out, force, resume_ok=True)
+    report = generate_pnet_samples(cfg, out, num_shards=num_shards, shard_index=shard_index, force=force,
+                                   progress=not quiet)
+    click.echo(report.summary())
 
 
 @cli.group("samples")
@@ -25,6 +62,25 @@ def samples_group() -> None:
 
 @samples_group.command("inspect")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def inspect(directory: Path) -> None:
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Contact sheet PNG (default: DIRECTORY/contact_sheet.png).")
+@click.option("--per-type", type=click.IntRange(min=1), default=12, show_default=True, help="Crops per row.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which random crops to show.")
+def inspect(directory: Path, out: Path | None, per_type: int, seed: int) -> None:
     """Counts per type and a contact sheet of random crops with their targets drawn on."""
-    not_built("samples inspect", "issue 3")
+    from mtcnn_train.samples.inspect import inspect_sample_set
+
+    click.echo(inspect_sample_set(directory, out, per_type=per_type, seed=seed).summary())
+
+
+@samples_group.command("merge")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--shard-size", type=click.IntRange(min=1), default=100_000, show_default=True)
+def merge(out: Path, parts: tuple[Path, ...], shard_size: int) -> None:
+    """Join sample sets (e.g. the --num-shards parts made on several machines) into OUT."""
+    from mtcnn_train.samples.shards import merge_sample_sets
+
+    manifest = merge_sample_sets(out, parts, shard_size=shard_size)
+    counts = ", ".join(f"{name} {count}" for name, count in manifest["counts"].items())
+    click.echo(f"samples merge: {manifest['num_samples']} samples ({counts}) from {len(parts)} sets into {out}")

@@ -12,7 +12,8 @@ from mtcnn_train.datasets.annotation_text import location
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError, UserError
 
-DATASET_FORMATS = ("wider", "celeba", "celeba-aligned", "lfw-net", "mtfl", "fddb")
+LANDMARK_FORMATS = ("celeba", "celeba-aligned", "lfw-net", "mtfl")  # as landmarks.LANDMARK_FORMATS
+DATASET_FORMATS = ("wider",) + LANDMARK_FORMATS + ("fddb",)
 
 
 @dataclass
@@ -41,7 +42,8 @@ def read_dataset(fmt: str, path: str | Path, images_root: str | Path | None = No
     ``wider``: PATH is the annotation file or the WIDER root (``wider_face_split/`` and
     ``WIDER_<split>/images``); a file named ``wider_face_<split>_bbx_gt.txt`` finds its images in
     ``../WIDER_<split>/images``, any other file in its own folder.  ``fddb``: PATH is the FDDB
-    root.  Landmark formats: PATH is the list (see :func:`landmarks.read_landmarks`).
+    root; every fold whose ellipse file is there is read.  Landmark formats: PATH is the list
+    (see :func:`landmarks.read_landmarks`).
     """
     # Readers are imported on demand: the FDDB one pulls in torch (via geometry), which the
     # others do not need, and `data check` should answer fast.
@@ -60,8 +62,8 @@ def read_dataset(fmt: str, path: str | Path, images_root: str | Path | None = No
 
         if images_root is not None:
             raise UserError("--images does not apply to fddb: images are read from FDDB_ROOT/originalPics")
-        return fddb.read_fddb(path)
-    if fmt in DATASET_FORMATS:
+        return fddb.read_fddb(path, fddb.present_folds(path))
+    if fmt in LANDMARK_FORMATS:
         from mtcnn_train.datasets import landmarks
 
         return landmarks.read_landmarks(path, images_root, fmt)

@@ -25,6 +25,7 @@ import numpy as np
 from mtcnn_train.datasets.annotation_text import (
     ImagePathResolver,
     check_fields,
+    is_number,
     looks_numeric,
     parse_count,
     parse_numbers,
@@ -44,6 +45,15 @@ def fold_paths(fddb_root: str | Path, fold: int) -> tuple[Path, Path]:
     """(ellipse file, image list) of fold ``fold`` (1..10) under ``fddb_root``."""
     folds = Path(fddb_root) / "FDDB-folds"
     return folds / f"FDDB-fold-{fold:02d}-ellipseList.txt", folds / f"FDDB-fold-{fold:02d}.txt"
+
+
+def present_folds(fddb_root: str | Path) -> list[int]:
+    """The folds (1..10) whose ellipse file exists under ``fddb_root``; an error when there is none."""
+    folds = [fold for fold in FOLDS if fold_paths(fddb_root, fold)[0].is_file()]
+    if not folds:
+        raise AnnotationError(Path(fddb_root) / "FDDB-folds", None,
+                              "no FDDB-fold-XX-ellipseList.txt here; expected an FDDB root holding FDDB-folds/")
+    return folds
 
 
 def _parse_ellipse(fields: list[str], path: Path, line: int) -> np.ndarray:
@@ -84,7 +94,7 @@ def read_fddb_fold(ellipse_file: str | Path, images_root: str | Path) -> list[Fa
         ellipses = []
         for k in range(count):
             text = lines[i + k]
-            if text.strip() and not looks_numeric(text):
+            if text.split() and not is_number(text.split()[0]):  # the next image's name: the count is too big
                 raise AnnotationError(path, i + k + 1, f"expected ellipse {k + 1} of {count} (count on line "
                                                        f"{count_line}), found {text.strip()[:60]!r}")
             ellipses.append(_parse_ellipse(text.split(), path, i + k + 1))

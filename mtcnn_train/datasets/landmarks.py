@@ -9,8 +9,8 @@ Formats (``fmt``):
 ``celeba``
     ``list_landmarks_celeba.txt`` (count line, header line, ``name lx ly rx ry nx ny mlx mly mrx
     mry``) joined by name with ``list_bbox_celeba.txt`` beside it (``name x_1 y_1 width height``).
-    Images: ``img_celeba/`` in the list's folder or its parent (CelebA ships the lists in
-    ``Anno/``).
+    Images: ``img_celeba/`` in the list's folder, its parent, or the parent's ``Img/`` (CelebA
+    ships the lists in ``Anno/`` beside ``Img/``).
 ``celeba-aligned``
     ``list_landmarks_align_celeba.txt`` (same layout, 178x218 aligned crops in
     ``img_align_celeba/``).  It has no boxes; the box comes from the landmarks by
@@ -22,8 +22,10 @@ Formats (``fmt``):
 ``mtfl``
     MTFL-style crop lists: ``path x1 x2 x3 x4 x5 y1 y2 y3 y4 y5`` (11 fields; all x, then all y).
     The face box is the whole image, so each image's size is read from its header; a missing
-    image is an error naming the line unless ``default_size`` is given.  Images: relative to the
-    list's folder.
+    image is an error naming the line unless ``default_size`` is given.  The official MTFL lists
+    (``training.txt`` / ``testing.txt``) add ``gender smile glasses pose`` (15 fields) and show
+    whole photos, so their box comes from the landmarks (:func:`box_from_landmarks`) and the four
+    attributes become flags.  Images: relative to the list's folder.
 """
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ from mtcnn_train.datasets.annotation_text import (
     check_box_size,
     check_fields,
     format_number,
+    is_number,
     looks_numeric,
     parse_count,
+    parse_flag,
     parse_numbers,
     read_text_lines,
 )
@@ -68,12 +72,15 @@ _POINT_NAMES = tuple(f"{p}_{axis}" for p in ("left_eye", "right_eye", "nose", "m
                      for axis in ("x", "y"))
 _MTFL_NAMES = tuple(f"x{i}" for i in range(1, 6)) + tuple(f"y{i}" for i in range(1, 6))
 _LFW_BOX_NAMES = ("left", "right", "top", "bottom")
+#: Attribute columns of the official MTFL lists (gender 1 male / 2 female, smile and glasses
+#: 1 yes / 2 no, pose 1 left profile .. 3 frontal .. 5 right profile), kept as record flags.
+MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 
 
 def box_from_landmarks(landmarks: np.ndarray,
                        scale: float = EYE_MOUTH_BOX_SCALE,
                        centre_shift: float = EYE_MOUTH_CENTRE_SHIFT) -> np.ndarray:
-    """Square face boxes ``(N, 4)`` from ``(N, 5, 2)`` landmarks (rule above the function).
+    """Square face boxes ``(N, 4)`` from ``(N, 5, 2)`` landmarks (the rule at EYE_MOUTH_BOX_SCALE).
 
     On the held-out LFW+Net test list (3,466 faces) these boxes have a median IoU of 0.82 with
     the hand-drawn ones; 94% exceed 0.65.
@@ -102,13 +109,17 @@ def _first_lines(lines: list[str], count: int) -> list[tuple[int, str]]:
     return out
 
 
+def _is_mtfl_attributes(tokens: list[str]) -> bool:
+    return all(t in ("1", "2", "3", "4", "5") for t in tokens)
+
+
 def detect_landmark_format(list_file: str | Path) -> str:
     """Tell celeba, celeba-aligned, lfw-net or mtfl apart, by file name and then by content.
 
     CelebA lists start with a count line and a header line; they are ``celeba`` when
     ``list_bbox_celeba.txt`` lies beside them (in-the-wild images need its boxes) and
     ``celeba-aligned`` otherwise or when the name says ``align``.  LFW+Net lines have 15 fields,
-    MTFL lines 11.
+    MTFL crop lines 11, official MTFL lines 15 ending in four attribute codes from 1 to 5.
     """
     path = Path(list_file)
     lowered = path.name.lower()
@@ -126,7 +137,8 @@ def detect_landmark_format(list_file: str | Path) -> str:
             return "celeba-aligned"
         return "celeba"
     if len(fields) == 15 and looks_numeric(" ".join(fields[1:])):
-        return "lfw-net"
+        # Official MTFL lines end in four attribute codes (1..5); LFW+Net lines in coordinates.
+        return "mtfl" if _is_mtfl_attributes(fields[11:]) else "lfw-net"
     if len(fields) == 11 and looks_numeric(" ".join(fields[1:])):
         return "mtfl"
     raise AnnotationError(path, number, f"cannot tell the landmark format from {len(fields)} fields; "
@@ -145,7 +157,7 @@ def _read_celeba_table(path: Path, value_names: tuple[str, ...]) -> list[tuple[i
         raise AnnotationError(path, len(lines) or None, "file ends before the CelebA count and header lines")
     (count_line, count_text), (header_line, header) = head
     count = parse_count(count_text.strip(), path, count_line, what="CelebA image count")
-    if looks_numeric(header) or len(header.split()) not in (len(value_names), len(value_names) + 1):
+    if any(is_number(t) for t in header.split()) or len(header.split()) not in (len(value_names), len(value_names) + 1):
         raise AnnotationError(path, header_line, f"expected a header line naming the {len(value_names)} columns "
                                                  f"({' '.join(value_names)}), got {header.strip()[:80]!r}")
     rows = []
@@ -162,9 +174,10 @@ def _read_celeba_table(path: Path, value_names: tuple[str, ...]) -> list[tuple[i
 
 
 def _celeba_images_root(list_path: Path, fmt: str) -> Path:
-    """``img_celeba`` (or ``img_align_celeba``) in the list's folder or its parent."""
+    """``img_celeba`` (or ``img_align_celeba``) in the list's folder, its parent, or the parent's
+    ``Img/`` (the official download keeps ``Anno/`` and ``Img/`` side by side)."""
     folder = CELEBA_IMAGE_FOLDERS[fmt]
-    candidates = [list_path.parent / folder, list_path.parent.parent / folder]
+    candidates = [list_path.parent / folder, list_path.parent.parent / folder, list_path.parent.parent / "Img" / folder]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
@@ -272,12 +285,19 @@ def _read_mtfl(path: Path, images_root: Path, default_size: tuple[int, int] | No
     resolve = ImagePathResolver(images_root, path)
     records = []
     for number, fields in _data_lines(path):
-        check_fields(fields, 11, path, number, "path x1 x2 x3 x4 x5 y1 y2 y3 y4 y5")
-        values = parse_numbers(fields[1:], path, number, _MTFL_NAMES)
+        if len(fields) not in (11, 15):
+            raise AnnotationError(path, number, f"expected 11 fields (path x1..x5 y1..y5) or 15 (official MTFL: "
+                                                f"also {' '.join(MTFL_ATTRIBUTES)}), got {len(fields)}")
+        values = parse_numbers(fields[1:11], path, number, _MTFL_NAMES)
         points = np.stack([values[:5], values[5:]], axis=1).reshape(1, 5, 2)
         image_path = resolve(fields[0], number)
-        records.append(FaceRecord(image_path=image_path, boxes=_mtfl_image_box(image_path, default_size, path, number),
-                                  landmarks=points, name=fields[0], source=f"{path}:{number}"))
+        if len(fields) == 11:  # a face crop: the crop is the box
+            box, flags = _mtfl_image_box(image_path, default_size, path, number), {}
+        else:  # a whole photo: the box comes from the landmarks
+            box = box_from_landmarks(points)
+            flags = {name: [parse_flag(tok, path, number, name)] for name, tok in zip(MTFL_ATTRIBUTES, fields[11:])}
+        records.append(FaceRecord(image_path=image_path, boxes=box, landmarks=points, flags=flags, name=fields[0],
+                                  source=f"{path}:{number}"))
     return records
 
 

@@ -24,6 +24,7 @@ from mtcnn_train.datasets.annotation_text import (
     ImagePathResolver,
     check_fields,
     format_number,
+    is_number,
     looks_numeric,
     parse_count,
     parse_flag,
@@ -105,7 +106,7 @@ def read_wider(annotation_file: str | Path, images_root: str | Path) -> list[Fac
             for k in range(count):
                 line_no = i + k + 1
                 fields = lines[i + k].split()
-                if fields and not looks_numeric(lines[i + k]):
+                if fields and not is_number(fields[0]):  # the next image's name: the count is too big
                     raise AnnotationError(path, line_no, f"expected face {k + 1} of {count} (count on line "
                                                          f"{count_line}), found {lines[i + k].strip()[:60]!r}")
                 box, face_flags = _parse_face(fields, path, line_no)

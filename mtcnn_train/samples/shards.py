@@ -202,3 +202,38 @@ class SampleSet:
     def _shards_of(self, manifest_index: int) -> list[dict[str, np.ndarray]]:
         start = sum(len(m["shards"]) for m in self.manifests[:manifest_index])
         return self.shards[start:start + len(self.manifests[manifest_index]["shards"])]
+
+
+def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], shard_size: int = 100_000) -> dict[str, Any]:
+    """Join finished sample sets (e.g. parts made on several machines) into one set in ``out_dir``.
+
+    Samples keep the order of the folders given; ``sources`` are re-based onto the concatenated
+    ``images`` lists (as :meth:`SampleSet.arrays` does), so every sample still names its image.
+    Each part's own manifest (without its image list) is kept under ``"parts"``.
+    """
+    dirs = [Path(d) for d in directories]
+    out = Path(out_dir)
+    if any(d.resolve() == out.resolve() for d in dirs):
+        raise UserError(f"{out}: the merged set must go to a folder other than its parts")
+    sample_set = SampleSet.open(dirs)
+    arrays = sample_set.arrays()
+    images: list[str] = []
+    split: dict[str, dict[str, None]] = {"train": {}, "val": {}}  # ordered sets
+    parts = []
+    for directory, manifest in zip(dirs, sample_set.manifests):
+        images.extend(manifest.get("images", []))
+        for key in split:
+            split[key].update(dict.fromkeys(manifest.get("split", {}).get(key, [])))
+        parts.append({"directory": str(directory),
+                      **{k: v for k, v in manifest.items() if k not in ("images", "split", "shards", "problems")}})
+    first = sample_set.manifests[0]
+    manifest = {key: first[key] for key in ("stage", "seed") if key in first}
+    manifest.update({"images": images, "split": {k: list(v) for k, v in split.items()}, "merged_from": parts})
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()
+    written = write_sample_set(out, arrays, manifest, shard_size=shard_size)
+    keep = {entry["stem"] for entry in written["shards"]}
+    for stale in out.glob("shard-*.npy"):
+        if stale.name.split(".", 1)[0] not in keep:
+            stale.unlink()
+    return written

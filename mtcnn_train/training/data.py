@@ -88,7 +88,7 @@ class SampleTensors:
         for shard_index, shard in enumerate(self._shard_images):
             start = int(self._shard_starts[shard_index])
             for lo in range(0, len(shard), _LOAD_CHUNK):
-                chunk = np.ascontiguousarray(shard[lo:lo + _LOAD_CHUNK])
+                chunk = np.array(shard[lo:lo + _LOAD_CHUNK])  # a writable copy, not a view of the map
                 part = torch.from_numpy(chunk).to(self.device).permute(0, 3, 1, 2)
                 images[start + lo:start + lo + len(chunk)].copy_(part)
         return images

@@ -1,0 +1,252 @@
+"""gen-samples on small synthetic data: labels in band, determinism over workers, resume, bad inputs,
+validation split, parts and merge, the CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mtcnn_train.datasets.landmarks import read_landmarks
+from mtcnn_train.datasets.records import MIRROR_LANDMARK_ORDER
+from mtcnn_train.datasets.wider import read_wider, wider_paths
+from mtcnn_train.errors import UserError
+from mtcnn_train.geometry import calibrate, iou_matrix, landmarks_from_offsets
+from mtcnn_train.samples import generate
+from mtcnn_train.samples.generate import LANDMARK_PREFIX, WIDER_PREFIX, generate_pnet_samples
+from mtcnn_train.samples.shards import (
+    LABEL_LANDMARK,
+    LABEL_NEGATIVE,
+    LABEL_PART,
+    LABEL_POSITIVE,
+    SampleSet,
+)
+
+
+def set_files(directory: Path) -> dict[str, bytes]:
+    """Every file of a finished set (shards, manifest, config) by name."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def small_units(monkeypatch):
+    # Several work units even on 21 images, so resuming and parallel work have something to split.
+    monkeypatch.setattr(generate, "WIDER_UNIT", 4)
+    monkeypatch.setattr(generate, "LANDMARK_UNIT", 16)
+
+
+def ground_truth(manifest: dict, synthetic_data: dict) -> dict[str, np.ndarray]:
+    """Boxes per ``manifest["images"]`` name, read back from the inputs."""
+    annotation, images_root = wider_paths(synthetic_data["wider"])
+    truth = {WIDER_PREFIX + r.name: r.boxes for r in read_wider(annotation, images_root)}
+    derived = manifest["image_sources"]["landmarks"]["boxes"].startswith("derived")
+    for r in read_landmarks(synthetic_data["landmarks"], derive_boxes=derived):
+        truth[LANDMARK_PREFIX + r.name] = r.boxes
+    return truth
+
+
+def test_every_sample_lies_in_its_band_and_its_targets_point_at_its_face(small_config, synthetic_data, tmp_path, small_units):
+    cfg = small_config()
+    report = generate_pnet_samples(cfg, tmp_path / "set", progress=False)
+    arrays = SampleSet.open(tmp_path / "set").arrays()
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    truth = ground_truth(manifest, synthetic_data)
+    assert all(report.counts[name] > 0 for name in ("negative", "positive", "part", "landmark"))
+    s = cfg.sampling
+    for i, label in enumerate(arrays["labels"]):
+        crop = arrays["crops"][i].astype(np.float64)
+        faces = truth[manifest["images"][arrays["sources"][i]]]
+        iou = iou_matrix(crop, faces)[0]
+        best = iou.max() if len(iou) else 0.0
+        if label == LABEL_NEGATIVE:
+            assert best < s.neg_iou
+            assert np.isnan(arrays["boxes"][i]).all()
+        elif label == LABEL_POSITIVE:
+            assert best > s.pos_iou
+        elif label == LABEL_PART:
+            assert s.part_iou <= best <= s.pos_iou
+        else:
+            assert label == LABEL_LANDMARK and best > s.pos_iou
+        if label != LABEL_NEGATIVE and label != LABEL_LANDMARK:
+            # The box target calibrates the crop back onto the face of highest IoU.
+            face = calibrate(crop[None], arrays["boxes"][i][None].astype(np.float64))[0]
+            assert np.allclose(face, faces[iou.argmax()], atol=1e-3)
+    # Landmark targets map back onto the source points (directly, or mirrored within the crop).
+    lm_records = {LANDMARK_PREFIX + r.name: r for r in read_landmarks(synthetic_data["landmarks"])}
+    for i in np.nonzero(arrays["labels"] == LABEL_LANDMARK)[0]:
+        crop = arrays["crops"][i].astype(np.float64)[None]
+        points = landmarks_from_offsets(crop, arrays["landmarks"][i].astype(np.float64))[0]
+        source = lm_records[manifest["images"][arrays["sources"][i]]].landmarks[0]
+        mirrored = source[list(MIRROR_LANDMARK_ORDER)].copy()
+        mirrored[:, 0] = crop[0, 0] + crop[0, 2] - mirrored[:, 0]
+        assert np.allclose(points, source, atol=1e-3) or np.allclose(points, mirrored, atol=1e-3)
+
+
+def test_same_seed_gives_byte_identical_sets_with_one_and_two_workers(small_config, tmp_path, small_units):
+    one = generate_pnet_samples(small_config("sampling.workers=1"), tmp_path / "one", progress=False)
+    two = generate_pnet_samples(small_config("sampling.workers=2"), tmp_path / "two", progress=False)
+    assert one.counts == two.counts
+    files_one, files_two = set_files(tmp_path / "one"), set_files(tmp_path / "two")
+    assert files_one.keys() == files_two.keys()
+    for name in files_one:
+        if name.startswith("shard-"):
+            assert files_one[name] == files_two[name], name
+    # The manifests differ only where they record the worker count itself.
+    manifests = [json.loads(files[name]) for files in (files_one, files_two) for name in ["manifest.json"]]
+    assert [m["config"]["sampling"].pop("workers") for m in manifests] == [1, 2]
+    assert manifests[0] == manifests[1]
+    generate_pnet_samples(small_config("sampling.seed=5"), tmp_path / "seed5", progress=False)
+    assert set_files(tmp_path / "seed5")["shard-00000.crops.npy"] != files_one["shard-00000.crops.npy"]
+
+
+def test_an_interrupted_run_resumes_to_the_same_output(small_config, tmp_path, small_units, monkeypatch):
+    cfg = small_config()
+    generate_pnet_samples(cfg, tmp_path / "whole", progress=False)
+
+    real = generate.process_unit
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "process_unit", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)
+    work = tmp_path / "resumed" / ".work"
+    finished = sorted(p.name for p in work.iterdir() if p.is_dir())
+    assert len(finished) == 2 and not (tmp_path / "resumed" / "manifest.json").exists()
+    assert not list(work.glob(".tmp-*"))
+
+    monkeypatch.setattr(generate, "process_unit", real)
+    report = generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)
+    assert report.units_done_before == 2
+    assert set_files(tmp_path / "whole") == set_files(tmp_path / "resumed")
+    assert not work.exists()
+    # A finished set is left alone by a rerun, and refused for other settings unless forced.
+    again = generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)
+    assert again.already_complete and again.counts == report.counts
+    with pytest.raises(UserError, match="--force"):
+        generate_pnet_samples(small_config("sampling.seed=3"), tmp_path / "resumed", progress=False)
+    generate_pnet_samples(small_config("sampling.seed=3"), tmp_path / "resumed", progress=False, force=True)
+    assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["seed"] == 3
+
+
+def test_changed_settings_restart_the_unfinished_work(small_config, tmp_path, small_units, monkeypatch):
+    real = generate.process_unit
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "process_unit", crash_on_second)
+    with pytest.raises(RuntimeError):
+        generate_pnet_samples(small_config(), tmp_path / "out", progress=False)
+    monkeypatch.setattr(generate, "process_unit", real)
+    report = generate_pnet_samples(small_config("sampling.seed=9"), tmp_path / "out", progress=False)
+    assert report.units_done_before == 0
+    generate_pnet_samples(small_config("sampling.seed=9"), tmp_path / "fresh", progress=False)
+    assert set_files(tmp_path / "out") == set_files(tmp_path / "fresh")
+
+
+def test_bad_inputs_are_counted_reported_and_listed(synthetic_data, tmp_path, small_config):
+    root = tmp_path / "wider"
+    shutil.copytree(synthetic_data["wider"], root)
+    images = root / "WIDER_train" / "images"
+    annotation = root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    text = annotation.read_text()
+    gray = np.full((120, 160), 128, np.uint8)
+    cv2.ellipse(gray, (60, 60), (20, 25), 0, 0, 360, 200, -1)
+    cv2.imwrite(str(images / "0--Event0" / "gray.png"), gray)
+    rgba = np.full((120, 160, 4), 90, np.uint8)
+    cv2.imwrite(str(images / "0--Event0" / "rgba.png"), rgba)
+    (images / "1--Event1" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    extra = ["0--Event0/gray.png", "1", "40 35 40 50 0 0 0 0 0 0 ",
+             "0--Event0/rgba.png", "1", "150 100 30 30 0 0 0 0 0 0 ",   # reaches past the right edge: clipped
+             "1--Event1/corrupt.jpg", "1", "10 10 30 30 0 0 0 0 0 0 ",
+             "2--Event2/missing.jpg", "1", "10 10 30 30 0 0 0 0 0 0 ",
+             "2--Event2/2_img_002.jpg", "2", "10 10 30 30 0 0 0 0 0 0 ", "400 400 30 30 0 0 0 0 0 0 "]
+    annotation.write_text(text + "\n".join(extra) + "\n")
+    cfg = small_config(f"data.wider_root={root}", "data.val_fraction=0")
+    report = generate_pnet_samples(cfg, tmp_path / "out", progress=False)
+    stats = report.stats
+    assert stats["images_unreadable"] == 2
+    assert stats["images_converted"] == 2
+    assert stats["boxes_clipped"] == 1
+    assert stats["boxes_outside"] == 1
+    summary = report.summary()
+    assert "skipped 2 unreadable images, converted 2, clipped 1 boxes, dropped 1 outside" in summary
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input_counts"]["images_unreadable"] == 2
+    problems = {p["image"]: p["problem"] for p in manifest["problems"]}
+    assert "not found" in problems["2--Event2/missing.jpg"]
+    assert "corrupt" in problems["1--Event1/corrupt.jpg"] or "readable" in problems["1--Event1/corrupt.jpg"]
+    assert "converted" in problems["0--Event0/gray.png"]
+    # Samples from the converted images are ordinary RGB crops.
+    arrays = SampleSet.open(tmp_path / "out").arrays()
+    gray_index = manifest["images"].index(WIDER_PREFIX + "0--Event0/gray.png")
+    assert (arrays["sources"] == gray_index).any()
+
+
+def test_validation_images_are_never_sampled(small_config, synthetic_data, tmp_path, small_units):
+    generate_pnet_samples(small_config("data.val_fraction=0.25"), tmp_path / "out", progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    val = set(manifest["split"]["val"])
+    train = set(manifest["split"]["train"])
+    assert len(val) == 6 and len(train) == 18 and not val & train
+    used = {manifest["images"][i] for i in np.unique(SampleSet.open(tmp_path / "out").arrays()["sources"])}
+    assert not {WIDER_PREFIX + name for name in val} & used
+    assert {WIDER_PREFIX + name for name in train} >= {n for n in used if n.startswith(WIDER_PREFIX)}
+
+
+def test_parts_made_apart_merge_into_one_set(small_config, tmp_path, small_units, cli_runner):
+    whole = generate_pnet_samples(small_config(), tmp_path / "whole", progress=False)
+    parts = [generate_pnet_samples(small_config(), tmp_path / f"part{i}", num_shards=2, shard_index=i, progress=False)
+             for i in range(2)]
+    # Seeds are per image, so the parts' candidates are exactly the whole run's candidates.
+    for name in whole.available:
+        assert sum(p.available[name] for p in parts) == whole.available[name]
+    result = cli_runner("samples", "merge", tmp_path / "merged", tmp_path / "part0", tmp_path / "part1")
+    assert result.returncode == 0, result.stderr
+    merged = SampleSet.open(tmp_path / "merged")
+    assert len(merged) == sum(sum(p.counts.values()) for p in parts)
+    manifest = merged.manifests[0]
+    arrays = merged.arrays()
+    part0 = SampleSet.open(tmp_path / "part0")
+    n0 = len(part0)
+    # Sources still name the right images after merging.
+    names = [manifest["images"][s] for s in arrays["sources"]]
+    names0 = [part0.manifests[0]["images"][s] for s in part0.arrays()["sources"]]
+    assert names[:n0] == names0
+    assert np.array_equal(arrays["images"][:n0], part0.arrays()["images"])
+
+
+def test_cli_gen_samples_and_inspect(synthetic_data, tmp_path, cli_runner):
+    out = tmp_path / "cli"
+    result = cli_runner("gen-samples", "--stage", "pnet", "--out", out, "--wider-root", synthetic_data["wider"],
+                        "--landmarks", synthetic_data["landmarks"], "--workers", "1", "--quiet",
+                        "--set", "sampling.random_negatives_per_image=8", "--set", "sampling.crops_per_face=8")
+    assert result.returncode == 0, result.stderr
+    assert "samples (negative" in result.stdout and "crops/s" in result.stdout
+    assert (out / "config.yaml").is_file() and (out / "manifest.json").is_file() and not (out / ".work").exists()
+    result = cli_runner("samples", "inspect", out)
+    assert result.returncode == 0, result.stderr
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] >= 4 * 96
+    counts = SampleSet.open(out).counts()
+    assert f"negative {counts['negative']}" in result.stdout
+    # Other stages are not built here; bad values give one line and status 2.
+    result = cli_runner("gen-samples", "--stage", "rnet", "--out", tmp_path / "r")
+    assert result.returncode == 2 and "not built" in result.stderr
+    result = cli_runner("gen-samples", "--stage", "pnet", "--out", tmp_path / "none")
+    assert result.returncode == 2 and result.stderr.startswith("error: nothing to sample")
+    result = cli_runner("gen-samples", "--stage", "pnet", "--out", tmp_path / "x", "--wider-root", tmp_path / "nowhere")
+    assert result.returncode == 2 and "wider_face_split" in result.stderr

@@ -1,0 +1,172 @@
+"""The trainer in-process on tiny sample sets: run folder, checkpoints, TensorBoard, resume, refusals."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mtcnn_train.checkpoint import load_stage_net
+from mtcnn_train.config import load_config
+from mtcnn_train.errors import UserError
+from mtcnn_train.training import trainer
+from mtcnn_train.training.distributed import DistContext, rank_slice
+from mtcnn_train.training.trainer import epoch_order, lr_factor, prepare_run, train_stage
+
+from tests.training.conftest import tiny_config, write_tiny_samples
+
+SCALARS = [f"{phase}/{name}" for phase in ("train", "val")
+           for name in ("loss", "loss_det", "loss_box", "loss_landmark", "accuracy", "recall", "precision",
+                        "box_l2", "landmark_l2")]
+SCALARS += ["epoch/lr", "epoch/samples_per_sec", "step/loss", "step/loss_det", "step/loss_box",
+            "step/loss_landmark", "step/lr", "step/samples_per_sec"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    samples = write_tiny_samples(root / "samples", count=400, size=12)
+    cfg = tiny_config("pnet", epochs=3)
+    result = train_stage("pnet", cfg, [samples], root / "out")
+    return root / "out", samples, result
+
+
+def test_run_folder_layout_and_payloads(finished_run):
+    run_dir, _, result = finished_run
+    stage = run_dir / "pnet"
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "config.yaml"):
+        assert (stage / name).is_file(), name
+    assert list((stage / "tb").glob("events.out.tfevents.*"))
+    weights = torch.load(run_dir / "pnet.pt", weights_only=True)
+    assert {"stage", "model", "config", "metrics", "epoch"} <= set(weights)
+    assert weights["stage"] == "pnet" and weights["epoch"] == result["best_epoch"]
+    last = torch.load(stage / "last.pt", weights_only=True)
+    assert last["finished"] and last["epoch"] == 3 and last["step_in_epoch"] == 0
+    assert {"optimizer", "scheduler", "rng", "history", "config"} <= set(last)
+    net = load_stage_net(run_dir, "pnet")
+    assert torch.equal(net.conv1.weight, weights["model"]["conv1.weight"])
+    lines = (stage / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for key in ("accuracy", "recall", "precision", "box_l2", "landmark_l2", "loss"):
+        assert key in records[-1]["val"] and key in records[-1]["train"]
+    saved_cfg = yaml.safe_load((stage / "config.yaml").read_text())
+    assert saved_cfg["train"]["pnet"]["epochs"] == 3
+    assert result["epoch"] == 3 and result["val"]["accuracy"] == pytest.approx(records[-1]["val"]["accuracy"])
+
+
+def test_learns_the_tiny_separable_set(finished_run):
+    _, _, result = finished_run
+    assert result["val"]["accuracy"] > 0.9
+    assert result["train"]["loss"] < 1.0
+
+
+def test_tensorboard_holds_every_scalar(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _ = finished_run
+    events = EventAccumulator(str(run_dir / "pnet" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    missing = [tag for tag in SCALARS if tag not in tags]
+    assert not missing, f"missing {missing}; have {sorted(tags)}"
+    assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2, 3]
+    assert len(events.Scalars("step/loss")) >= 3
+
+
+def test_refuses_to_overwrite_a_finished_stage(finished_run, tmp_path):
+    run_dir, samples, _ = finished_run
+    with pytest.raises(UserError, match="already trained"):
+        train_stage("pnet", tiny_config("pnet"), [samples], run_dir)
+    # --resume of a finished stage reports it without training again.
+    before = (run_dir / "pnet.pt").read_bytes()
+    result = train_stage("pnet", tiny_config("pnet"), [samples], run_dir, resume=True)
+    assert result["epoch"] == 3 and (run_dir / "pnet.pt").read_bytes() == before
+    with pytest.raises(UserError, match="contradict"):
+        train_stage("pnet", tiny_config("pnet"), [samples], run_dir, resume=True, force=True)
+
+
+def test_force_trains_again_and_init_starts_from_weights(finished_run, tmp_path):
+    run_dir, samples, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    result = train_stage("pnet", tiny_config("pnet", epochs=1), [samples], copy, force=True)
+    assert result["epoch"] == 1
+    assert len((copy / "pnet" / "metrics.jsonl").read_text().splitlines()) == 1
+    run = prepare_run("pnet", tiny_config("pnet"), [samples], init=run_dir)
+    expected = load_stage_net(run_dir, "pnet").state_dict()
+    assert all(torch.equal(run.net.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_an_unfinished_stage_needs_resume_or_force(tmp_path, pnet_samples):
+    (tmp_path / "out" / "pnet").mkdir(parents=True)
+    (tmp_path / "out" / "pnet" / "last.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="--resume"):
+        train_stage("pnet", tiny_config("pnet"), [pnet_samples], tmp_path / "out")
+
+
+def test_crop_size_must_match_the_stage(pnet_samples, tmp_path):
+    with pytest.raises(UserError, match="24x24"):
+        train_stage("rnet", tiny_config("rnet"), [pnet_samples], tmp_path / "out")
+
+
+@pytest.mark.parametrize("stage, size", [("pnet", 12), ("rnet", 24)])
+def test_resume_from_a_mid_epoch_checkpoint_reaches_the_same_weights(tmp_path, monkeypatch, stage, size):
+    """Copy the mid-epoch last.pt aside during a run, resume from the copy: bit-identical result."""
+    samples = write_tiny_samples(tmp_path / "samples", count=240, size=size)
+    cfg = tiny_config(stage, epochs=2, batch_size=16, checkpoint_every_steps=3)
+    snapshot = tmp_path / "snapshot"
+    real_save = trainer.save_checkpoint
+    taken = []
+
+    def save_and_copy(path, payload):
+        real_save(path, payload)
+        if Path(path).name == "last.pt" and payload["epoch"] == 1 and payload["step_in_epoch"] > 0 and not taken:
+            (snapshot / stage).mkdir(parents=True)
+            shutil.copy(path, snapshot / stage / "last.pt")
+            taken.append(True)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_and_copy)
+    train_stage(stage, cfg, [samples], tmp_path / "full")
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert taken, "no mid-epoch checkpoint in epoch 2"
+    train_stage(stage, cfg, [samples], snapshot, resume=True)
+    full = torch.load(tmp_path / "full" / stage / "last.pt", weights_only=True)
+    resumed = torch.load(snapshot / stage / "last.pt", weights_only=True)
+    for key, tensor in full["model"].items():
+        assert torch.equal(tensor, resumed["model"][key]), key
+    for key, state in full["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed["optimizer"]["state"][key][name]))
+    assert full["history"][-1]["train"] == resumed["history"][-1]["train"]
+
+
+def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
+    assert torch.equal(epoch_order(100, 0, 3), epoch_order(100, 0, 3))
+    assert not torch.equal(epoch_order(100, 0, 3), epoch_order(100, 0, 4))
+    assert not torch.equal(epoch_order(100, 1, 3), epoch_order(100, 0, 3))
+    assert sorted(epoch_order(100, 0, 3).tolist()) == list(range(100))
+
+
+def test_learning_rate_schedules():
+    cfg = load_config(None, ["train.pnet.epochs=10", "train.pnet.lr_schedule=cosine"]).train.pnet
+    assert lr_factor(0, 100, cfg) == 1.0
+    assert lr_factor(500, 100, cfg) == pytest.approx(0.5)
+    assert lr_factor(1000, 100, cfg) == pytest.approx(0.0, abs=1e-12)
+    cfg = load_config(None, ["train.pnet.lr_schedule=step", "train.pnet.lr_milestones=[2,4]",
+                             "train.pnet.lr_gamma=0.1"]).train.pnet
+    assert [lr_factor(s, 10, cfg) for s in (0, 19, 20, 39, 40)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    cfg = load_config(None, ["train.pnet.warmup_epochs=1", "train.pnet.lr_schedule=constant"]).train.pnet
+    assert lr_factor(0, 10, cfg) == pytest.approx(0.1) and lr_factor(9, 10, cfg) == pytest.approx(1.0)
+    assert lr_factor(50, 10, cfg) == 1.0
+
+
+def test_each_rank_takes_a_disjoint_part_of_the_batch():
+    parts = [rank_slice(64, DistContext(rank, 4, rank)) for rank in range(4)]
+    covered = [i for part in parts for i in range(64)[part]]
+    assert covered == list(range(64))
+    with pytest.raises(UserError, match="cannot be split"):
+        rank_slice(3, DistContext(0, 4, 0))
