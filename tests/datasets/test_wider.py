@@ -188,3 +188,24 @@ def test_symlink_leaving_the_root_is_refused(tmp_path):
     with pytest.raises(AnnotationError, match="escapes") as info:
         read_wider(write(tmp_path, "ev/inside.jpg\n0\nev/link.jpg\n0\n", name="link.txt"), root)
     assert info.value.line == 3
+
+
+@pytest.mark.parametrize("name", ["a.jpg", "./a.jpg", "ev/a.jpg", "ev//a.jpg", "ev\\a.jpg", "ev/../b.jpg",
+                                  "ev/sub/../../c.jpg", " ev/a.jpg ", "ev/."])
+def test_the_cached_resolver_agrees_with_resolve_inside(tmp_path, name):
+    from mtcnn_train.datasets.annotation_text import ImagePathResolver
+    from mtcnn_train.io import resolve_inside
+
+    (tmp_path / "root" / "ev" / "sub").mkdir(parents=True)
+    resolver = ImagePathResolver(tmp_path / "root", "gt.txt")
+    assert resolver(name, 1) == resolve_inside(tmp_path / "root", name, "gt.txt", 1)
+    assert resolver(name, 2) == resolver(name, 3)  # cached folders give the same answer
+
+
+@pytest.mark.parametrize("name", ["../x.jpg", "ev/../../x.jpg", "/abs/x.jpg", "C:\\x.jpg", ".."])
+def test_the_cached_resolver_refuses_what_resolve_inside_refuses(tmp_path, name):
+    from mtcnn_train.datasets.annotation_text import ImagePathResolver
+
+    with pytest.raises(AnnotationError, match="escapes|absolute") as info:
+        ImagePathResolver(tmp_path, "gt.txt")(name, 7)
+    assert info.value.line == 7 and repr(name) in str(info.value)

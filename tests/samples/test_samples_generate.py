@@ -25,6 +25,8 @@ from mtcnn_train.samples.shards import (
     SampleSet,
 )
 
+from samples_synthetic_data import small_config, synthetic_data  # noqa: F401  (fixtures used below)
+
 
 def set_files(directory: Path) -> dict[str, bytes]:
     """Every file of a finished set (shards, manifest, config) by name."""

@@ -1,0 +1,346 @@
+"""The MTCNN cascade at inference: P-Net over an image pyramid, then R-Net, then O-Net.
+
+One class, :class:`Cascade`, shared by the ``detect`` command, hard-example mining and evaluation::
+
+    from mtcnn_train.detector import Cascade
+    cascade = Cascade.from_run_dir("runs/demo", cfg.detection)
+    dets = cascade.detect(image_rgb)               # boxes (N, 4), scores (N,), landmarks (N, 5, 2)
+    proposals = cascade.detect_batch(images, stages="pnet")   # P-Net only, e.g. for mining
+
+Output boxes are float ``x1, y1, x2, y2`` pixel edges (docs/CONVENTIONS.md).
+
+The arithmetic reproduces the reference MTCNN (Zhang et al.'s code, as ported by facenet-pytorch,
+whose published weights were tuned with it), so imported weights give the reference's boxes:
+
+* pyramid: scales ``12 / min_face * factor^k`` while the shorter side stays >= 12 px, each level
+  resized to ``int(side * scale + 1)`` with area averaging;
+* P-Net cell ``(x, y)`` covers the 12x12 window at stride 2: in the reference's 1-based inclusive
+  pixel indices ``floor((2x + 1) / s) .. floor((2x + 12) / s)``.  P-Net's NMS (0.5 within a scale,
+  0.7 across scales) and its box regression run on those inclusive coordinates, as in the
+  reference (overlap and width without its ``+1``), then boxes become pixel edges;
+* from R-Net on, everything is in pixel edges, where the reference's ``+1`` arithmetic is exact:
+  squaring, regression ``x + dx * w``, landmarks ``x1 + px * w``, the final 'Min' NMS.  R-Net's NMS
+  uses the reference's inclusive overlap (boxes one pixel narrower), via
+  :func:`geometry.edges_to_inclusive`;
+* crops for R-Net and O-Net use integer windows ``[trunc(x1 + 1) - 1, trunc(x2))`` (the
+  reference's ``fix``), area-averaged to 24 or 48 px (:func:`imaging.crop_resize_area`, all boxes
+  in a few tensor operations).  ``detection.crop_border`` picks what happens outside the image:
+  ``zero`` (original MTCNN, and our training crops) or ``clip`` (facenet-pytorch);
+* thresholds: P-Net keeps ``p >= t``, R-Net and O-Net keep ``p > t``, as the reference.
+
+Everything per box is tensor code on the detector's device; Python loops run over pyramid scales,
+image batches and chunks of boxes only.  Images of equal size go through the pyramid together.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtcnn_train.checkpoint import load_stage_net
+from mtcnn_train.config import STAGES, DetectionConfig
+from mtcnn_train.errors import UserError
+from mtcnn_train.geometry import (
+    batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, square)
+from mtcnn_train.imaging import crop_resize_area, summed_area_table
+from mtcnn_train.nets import normalize
+
+PNET_STRIDE = 2
+PNET_CELL = 12
+#: Boxes per R-Net / O-Net forward call: bounds the activations' memory.
+NET_CHUNK = {"rnet": 2048, "onet": 512}
+
+
+@dataclass
+class Detections:
+    """Faces found in one image: pixel-edge boxes, scores and (after O-Net) landmarks."""
+
+    boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
+    scores: np.ndarray  # (N,) float32, the last stage's face probability
+    landmarks: np.ndarray | None = None  # (N, 5, 2) float32 (x, y); None unless O-Net ran
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls, with_landmarks: bool) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, 5, 2), np.float32) if with_landmarks else None)
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces, as small pure functions (tested one by one in tests/detector/).
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
+    """Scales at which P-Net's 12 px window sees faces from ``min_face_size`` up (reference rule)."""
+    scale = 12.0 / min_face_size
+    shorter = min(height, width) * scale
+    scales = []
+    while shorter >= 12:
+        scales.append(scale)
+        scale *= factor
+        shorter *= factor
+    return scales
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """Size of one pyramid level: ``int(side * scale + 1)``, as the reference."""
+    return int(height * scale + 1), int(width * scale + 1)
+
+
+def pnet_candidates(probs: torch.Tensor, offsets: torch.Tensor, scale: float, threshold: float):
+    """Cells of a P-Net output map that pass ``threshold``: their windows, scores and offsets.
+
+    ``probs`` (B, H', W') face probabilities, ``offsets`` (B, 4, H', W').  Returns image indices
+    (n,), windows (n, 4) in the reference's **inclusive 1-based** pixel coordinates (see the module
+    docstring), scores (n,) and offsets (n, 4); cells in row-major order per image.
+    """
+    mask = probs >= threshold
+    cells = mask.nonzero()
+    image_index = cells[:, 0]
+    xy = cells[:, 1:].to(probs.dtype).flip(1)  # (row, col) -> (x, y)
+    top_left = ((PNET_STRIDE * xy + 1) / scale).floor()
+    bottom_right = ((PNET_STRIDE * xy + PNET_CELL) / scale).floor()
+    windows = torch.cat([top_left, bottom_right], 1)
+    return image_index, windows, probs[mask], offsets.permute(0, 2, 3, 1)[mask]
+
+
+def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> torch.Tensor:
+    """Integer pixel windows ``x0, y0, x1, y1`` (half-open) that the reference crops for ``boxes``.
+
+    The reference truncates its inclusive 1-based corners (``fix``): in pixel edges that is
+    ``[trunc(x1 + 1) - 1, trunc(x2))``.  With ``clip`` the window is cut to the image.
+    """
+    inclusive = edges_to_inclusive(boxes)
+    windows = inclusive.trunc().long() - torch.tensor([1, 1, 0, 0], device=boxes.device)
+    if clip:
+        windows[:, 0::2] = windows[:, 0::2].clamp(0, width)
+        windows[:, 1::2] = windows[:, 1::2].clamp(0, height)
+    return windows
+
+
+def _last_stage(stages: str | Sequence[str] | None, available: tuple[str, ...]) -> str:
+    """Normalise a ``stages`` argument (a stage name or a prefix of P, R, O) to the stage to stop at."""
+    if stages is None:
+        return available[-1]
+    if isinstance(stages, str):
+        last = stages
+    else:
+        stages = tuple(stages)
+        if not stages or stages != STAGES[:len(stages)]:
+            raise UserError(f"stages must be pnet, pnet+rnet or pnet+rnet+onet in order, got {'+'.join(stages) or 'none'}")
+        last = stages[-1]
+    if last not in STAGES:
+        raise UserError(f"unknown stage {last!r}; expected one of {', '.join(STAGES)}")
+    if last not in available:
+        raise UserError(f"cannot run up to {last}: the cascade has only {', '.join(available)}")
+    return last
+
+
+def _check_image(image: np.ndarray, position: int) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise UserError(f"image {position}: expected an H x W x 3 uint8 RGB array, got shape {shape} dtype {dtype}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+# --------------------------------------------------------------------------------------------
+# The cascade
+
+
+class Cascade:
+    """P-Net, optionally R-Net and O-Net, run as the MTCNN cascade with ``cfg``'s thresholds.
+
+    The nets are moved to ``device``; they are only read (no BatchNorm or dropout in MTCNN, so
+    their train/eval mode does not matter).  ``device='auto'`` uses ``cfg.device`` (and CUDA when
+    that says auto and a GPU is present).
+    """
+
+    def __init__(self, pnet: nn.Module, rnet: nn.Module | None = None, onet: nn.Module | None = None,
+                 cfg: DetectionConfig | None = None, device: str | torch.device = "auto") -> None:
+        if onet is not None and rnet is None:
+            raise UserError("an O-Net needs an R-Net before it in the cascade")
+        self.cfg = cfg if cfg is not None else DetectionConfig()
+        self.device = resolve_device(self.cfg.device if str(device) == "auto" else device)
+        self.nets = {name: net.to(self.device) for name, net in (("pnet", pnet), ("rnet", rnet), ("onet", onet))
+                     if net is not None}
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(s for s in STAGES if s in self.nets)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, cfg: DetectionConfig | None = None,
+                     stages: Sequence[str] = STAGES, device: str | torch.device = "auto") -> "Cascade":
+        """Load ``RUN_DIR/pnet.pt`` (and ``rnet.pt``, ``onet.pt`` as ``stages`` asks)."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: weights folder not found")
+        last = _last_stage(stages, STAGES)
+        wanted = STAGES[:STAGES.index(last) + 1]
+        nets = {stage: load_stage_net(run_dir, stage) for stage in wanted}
+        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device=device)
+
+    # ---- public entry points ----------------------------------------------------------------
+
+    def detect(self, image_rgb: np.ndarray, stages: str | Sequence[str] | None = None) -> Detections:
+        """Faces in one ``H x W x 3`` uint8 RGB image.  ``stages='pnet'`` or ``'rnet'`` stops early."""
+        return self.detect_batch([image_rgb], stages)[0]
+
+    def propose(self, image_rgb: np.ndarray) -> Detections:
+        """P-Net's candidates for one image: calibrated, merged and squared (R-Net's inputs)."""
+        return self.detect(image_rgb, stages="pnet")
+
+    def detect_batch(self, images: Sequence[np.ndarray], stages: str | Sequence[str] | None = None) -> list[Detections]:
+        """Faces in each image.  Images of equal size run through the pyramid together, in
+        batches of ``cfg.batch_size``; the result for an image does not depend on its batch.
+
+        Stopping after P-Net returns its calibrated, squared candidates (what R-Net would see),
+        after R-Net the same for O-Net; landmarks are given only when O-Net ran.
+        """
+        last = _last_stage(stages, self.stages)
+        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, image in enumerate(images):
+            _check_image(image, i)
+            by_size[image.shape].append(i)
+        results: list[Detections | None] = [None] * len(images)
+        for indices in by_size.values():
+            for lo in range(0, len(indices), self.cfg.batch_size):
+                chunk = indices[lo:lo + self.cfg.batch_size]
+                for i, dets in zip(chunk, self._detect_same_size([images[i] for i in chunk], last)):
+                    results[i] = dets
+        return results  # type: ignore[return-value]
+
+    def crops(self, image_rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+        """Cut ``boxes`` (pixel edges) out of an image exactly as the cascade cuts its R/O-Net inputs.
+
+        Returns ``N x size x size x 3`` uint8 RGB: for hard-example mining, so training crops
+        match what the nets see at detection time.
+        """
+        _check_image(image_rgb, 0)
+        if len(boxes) == 0:
+            return np.zeros((0, size, size, 3), np.uint8)
+        with torch.inference_mode():
+            images = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)[None].permute(0, 3, 1, 2)
+            table = summed_area_table(images)
+            boxes_t = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4), device=self.device)
+            height, width = image_rgb.shape[:2]
+            windows = crop_windows(boxes_t, width, height, clip=self.cfg.crop_border == "clip")
+            index = torch.zeros(len(windows), dtype=torch.long, device=self.device)
+            out = crop_resize_area(table, index, windows, size)
+            return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    # ---- the stages ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _detect_same_size(self, arrays: list[np.ndarray], last: str) -> list[Detections]:
+        cfg = self.cfg
+        batch = len(arrays)
+        height, width = arrays[0].shape[:2]
+        pixels = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)  # B x 3 x H x W uint8
+
+        image_index, boxes, scores = self._run_pnet(pixels)
+        if last == "pnet" or len(boxes) == 0:
+            return self._split(batch, image_index, boxes, scores, None, with_landmarks=last == "onet")
+
+        table = summed_area_table(pixels)
+        clip = cfg.crop_border == "clip"
+        probs, offsets, _ = self._classify("rnet", table, image_index, boxes, width, height, clip)
+        passed = probs > cfg.thresholds[1]
+        image_index, boxes, scores, offsets = image_index[passed], boxes[passed], probs[passed], offsets[passed]
+        keep = batched_nms(edges_to_inclusive(boxes), scores, image_index, cfg.nms_rnet)
+        image_index, scores = image_index[keep], scores[keep]
+        boxes = square(calibrate(boxes[keep], offsets[keep]))
+        if last == "rnet" or len(boxes) == 0:
+            return self._split(batch, image_index, boxes, scores, None, with_landmarks=last == "onet")
+
+        probs, offsets, points = self._classify("onet", table, image_index, boxes, width, height, clip)
+        passed = probs > cfg.thresholds[2]
+        image_index, boxes, scores = image_index[passed], boxes[passed], probs[passed]
+        landmarks = landmarks_from_offsets(boxes, points[passed])
+        boxes = calibrate(boxes, offsets[passed])
+        keep = batched_nms(boxes, scores, image_index, cfg.nms_onet, mode="min")
+        return self._split(batch, image_index[keep], boxes[keep], scores[keep], landmarks[keep], with_landmarks=True)
+
+    def _run_pnet(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P-Net over the pyramid: per-scale NMS, cross-scale NMS, regression, squaring."""
+        cfg = self.cfg
+        pnet = self.nets["pnet"]
+        _, _, height, width = pixels.shape
+        # Float NCHW view of NHWC memory (channels-last), which the convolutions prefer on CPU.
+        images = pixels.float()
+        found = []
+        for scale in pyramid_scales(height, width, cfg.min_face_size, cfg.scale_factor):
+            level = F.interpolate(images, size=scaled_size(height, width, scale), mode="area")
+            logits, offsets = pnet(normalize(level))[:2]
+            probs = torch.softmax(logits, dim=1)[:, 1]
+            image_index, windows, scores, cell_offsets = pnet_candidates(probs, offsets, scale, cfg.thresholds[0])
+            keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_scale)
+            found.append((image_index[keep], windows[keep], scores[keep], cell_offsets[keep]))
+        if not found or sum(len(f[0]) for f in found) == 0:
+            empty = torch.zeros((0, 4), device=self.device)
+            return torch.zeros(0, dtype=torch.long, device=self.device), empty, torch.zeros(0, device=self.device)
+        image_index, windows, scores, offsets = (torch.cat(parts) for parts in zip(*found))
+        keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_all)
+        # The reference regresses P-Net windows with their inclusive width x2 - x1 (no +1).
+        boxes = inclusive_to_edges(calibrate(windows[keep], offsets[keep]))
+        return image_index[keep], square(boxes), scores[keep]
+
+    def _classify(self, stage: str, table: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor,
+                  width: int, height: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crop ``boxes``, run R-Net or O-Net: face probabilities, box offsets, landmark offsets.
+
+        Boxes whose window is empty (entirely outside the image) get probability -1: never kept.
+        """
+        net = self.nets[stage]
+        size = 24 if stage == "rnet" else 48
+        windows = crop_windows(boxes, width, height, clip)
+        valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+        n = len(boxes)
+        probs = torch.full((n,), -1.0, device=self.device)
+        offsets = torch.zeros((n, 4), device=self.device)
+        points = torch.zeros((n, 10), device=self.device)
+        rows = valid.nonzero().squeeze(1)
+        chunk = NET_CHUNK[stage]
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo:lo + chunk]
+            crops = crop_resize_area(table, image_index[part], windows[part], size)
+            logits, box, marks = net(normalize(crops))
+            probs[part] = torch.softmax(logits, dim=1)[:, 1]
+            offsets[part] = box
+            points[part] = marks
+        return probs, offsets, points
+
+    @staticmethod
+    def _split(batch: int, image_index: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
+               landmarks: torch.Tensor | None, with_landmarks: bool) -> list[Detections]:
+        """Per-image results, each in the order the last NMS kept them (highest score first)."""
+        index = image_index.cpu().numpy()
+        boxes_np = boxes.float().cpu().numpy().reshape(-1, 4)
+        scores_np = scores.float().cpu().numpy().reshape(-1)
+        marks_np = landmarks.float().cpu().numpy().reshape(-1, 5, 2) if landmarks is not None else None
+        out = []
+        for b in range(batch):
+            rows = np.flatnonzero(index == b)
+            if marks_np is not None:
+                marks = marks_np[rows]
+            else:
+                marks = np.zeros((0, 5, 2), np.float32) if with_landmarks and len(rows) == 0 else None
+            out.append(Detections(boxes_np[rows], scores_np[rows], marks))
+        return out

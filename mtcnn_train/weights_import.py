@@ -1,0 +1,131 @@
+"""Import the published MTCNN weights (as shipped by facenet-pytorch) into our checkpoints.
+
+facenet-pytorch's ``data/pnet.pt``, ``rnet.pt`` and ``onet.pt`` are plain state dicts (loaded here
+with ``weights_only=True``) whose layer names and shapes match :mod:`mtcnn_train.nets`.  Three
+layout differences are converted:
+
+* R-Net and O-Net flatten their last feature map after ``permute(0, 3, 2, 1)``, i.e. in
+  ``(W, H, C)`` order; ours flatten in PyTorch's ``(C, H, W)`` order, so the columns of
+  ``dense4.weight`` (R-Net) and ``dense5.weight`` (O-Net) are reordered;
+* O-Net's landmark head ``dense6_3`` gives ``x1..x5, y1..y5``; ours gives ``x1, y1, ..., x5, y5``,
+  so its rows are reordered;
+* their P-Net and R-Net have no landmark head: ours (``conv4_3``, ``dense5_3``) keep a fixed-seed
+  initialisation and the checkpoint lists them under ``untrained``.
+
+Their box outputs are in the reference's 1-based inclusive pixel convention, which the cascade
+(:mod:`mtcnn_train.detector`) reproduces, so no weight needs changing for that.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from mtcnn_train.checkpoint import save_checkpoint, stage_weights_path
+from mtcnn_train.config import STAGES, Config
+from mtcnn_train.errors import UserError
+from mtcnn_train.nets import build_net
+
+#: Landmark rows: ours (x1, y1, x2, y2, ...) taken from theirs (x1..x5, y1..y5).
+LANDMARK_ROWS = [0, 5, 1, 6, 2, 7, 3, 8, 4, 9]
+#: Dense layer after the last convolution, and that convolution's output (channels, height, width).
+FLATTENED_DENSE = {"rnet": ("dense4.weight", (64, 3, 3)), "onet": ("dense5.weight", (128, 3, 3))}
+LANDMARK_HEAD = {"pnet": "conv4_3", "rnet": "dense5_3", "onet": "dense6_3"}
+
+
+def facenet_data_dir() -> Path:
+    """The ``data`` folder of the installed facenet-pytorch package, found without importing it
+    (importing it pulls in torchvision and requests)."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("facenet-pytorch is not installed here; pass the folder holding its pnet.pt, rnet.pt "
+                        "and onet.pt as PATH")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def dense_columns_to_chw(weight: torch.Tensor, chw: tuple[int, int, int]) -> torch.Tensor:
+    """Reorder a dense weight's input columns from a ``(W, H, C)`` flatten to ``(C, H, W)``."""
+    channels, height, width = chw
+    out_features = weight.shape[0]
+    return weight.reshape(out_features, width, height, channels).permute(0, 3, 2, 1).reshape(out_features, -1)
+
+
+def convert_facenet_state_dict(stage: str, theirs: dict[str, torch.Tensor], source: str = "state dict",
+                               seed: int = 0) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Our ``stage`` state dict from facenet-pytorch's; also the layers left untrained.
+
+    Raises :class:`UserError` naming ``source`` when a tensor is missing or has the wrong shape.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the heads they lack get a reproducible initialisation
+        ours = build_net(stage).state_dict()
+    theirs = {k: v for k, v in theirs.items() if isinstance(v, torch.Tensor)}
+    head = LANDMARK_HEAD[stage]
+    has_head = f"{head}.weight" in theirs
+    expected = {k for k in ours if has_head or not k.startswith(head + ".")}
+    missing = sorted(expected - set(theirs))
+    unexpected = sorted(set(theirs) - set(ours))
+    if missing or unexpected:
+        detail = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                             f"unexpected {', '.join(unexpected)}" if unexpected else "") if part)
+        raise UserError(f"{source}: not a facenet-pytorch {stage} state dict ({detail})")
+    converted = {}
+    for key in expected:
+        value = theirs[key].detach().to(torch.float32).clone()
+        if stage in FLATTENED_DENSE and key == FLATTENED_DENSE[stage][0] and value.dim() == 2:
+            chw = FLATTENED_DENSE[stage][1]
+            if value.shape[1] == chw[0] * chw[1] * chw[2]:
+                value = dense_columns_to_chw(value, chw)
+        if stage == "onet" and key.startswith("dense6_3."):
+            value = value[LANDMARK_ROWS]
+        if value.shape != ours[key].shape:
+            raise UserError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(ours[key].shape)}")
+        converted[key] = value
+    untrained = [] if has_head else [head]
+    for key, value in ours.items():
+        converted.setdefault(key, value)
+    return converted, untrained
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path) -> list[Path]:
+    """Convert ``pnet.pt``, ``rnet.pt``, ``onet.pt`` from ``source_dir`` (default: the installed
+    package's data folder) into ``out_dir/<stage>.pt`` checkpoints.  Returns the written paths."""
+    source = Path(source_dir) if source_dir is not None else facenet_data_dir()
+    if not source.is_dir():
+        raise UserError(f"{source}: folder not found (it should hold facenet-pytorch's pnet.pt, rnet.pt, onet.pt)")
+    files = {stage: source / f"{stage}.pt" for stage in STAGES}
+    absent = [p.name for p in files.values() if not p.is_file()]
+    if absent:
+        raise UserError(f"{source}: missing {', '.join(absent)} (expected facenet-pytorch's pnet.pt, rnet.pt, onet.pt)")
+    out_dir = Path(out_dir)
+    config = Config().to_dict()
+    written = []
+    for stage, path in files.items():
+        try:
+            theirs = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise UserError(f"{path}: cannot read as a state dict ({first[:200]})") from None
+        if not isinstance(theirs, dict):
+            raise UserError(f"{path}: expected a state dict, got {type(theirs).__name__}")
+        model, untrained = convert_facenet_state_dict(stage, theirs, source=str(path))
+        target = stage_weights_path(out_dir, stage)
+        save_checkpoint(target, {
+            "stage": stage,
+            "model": model,
+            "config": config,
+            "metrics": {},
+            "epoch": 0,
+            "source": "facenet-pytorch",
+            "source_file": str(path),
+            "source_sha256": _sha256(path),
+            "untrained": untrained,
+        })
+        written.append(target)
+    return written
