@@ -48,13 +48,14 @@ from mtcnn_train.config import STAGES, DetectionConfig
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
     batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, square)
-from mtcnn_train.imaging import crop_resize_area, summed_area_table
-from mtcnn_train.nets import normalize
+from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
+from mtcnn_train.nets import PNet, RNet, normalize
 
 PNET_STRIDE = 2
 PNET_CELL = 12
-#: Boxes per R-Net / O-Net forward call: bounds the activations' memory.
-NET_CHUNK = {"rnet": 2048, "onet": 512}
+#: Boxes per R-Net / O-Net forward call.  On the CPU small chunks keep the activations in cache
+#: (measured: R-Net 2.6x faster in chunks of 256 than of 2048); on a GPU, large chunks fill it.
+NET_CHUNK = {"cpu": {"rnet": 256, "onet": 64}, "cuda": {"rnet": 4096, "onet": 1024}}
 
 
 @dataclass
@@ -124,6 +125,22 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> to
         windows[:, 0::2] = windows[:, 0::2].clamp(0, width)
         windows[:, 1::2] = windows[:, 1::2].clamp(0, height)
     return windows
+
+
+def _face_and_box(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net's or R-Net's face logits and box offsets, skipping the landmark head the cascade
+    does not read (the published P/R-Nets have none; ours would cost a 1x1 conv over every map).
+    Any other module runs its own forward."""
+    if type(net) is PNet:
+        x = net.pool1(net.prelu1(net.conv1(x)))
+        x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
+        return net.conv4_1(x), net.conv4_2(x)
+    if type(net) is RNet:
+        x = net.pool1(net.prelu1(net.conv1(x)))
+        x = net.pool2(net.prelu2(net.conv2(x)))
+        x = net.prelu4(net.dense4(net.prelu3(net.conv3(x)).flatten(1)))
+        return net.dense5_1(x), net.dense5_2(x)
+    return net(x)[:2]
 
 
 def _last_stage(stages: str | Sequence[str] | None, available: tuple[str, ...]) -> str:
@@ -253,13 +270,15 @@ class Cascade:
         cfg = self.cfg
         batch = len(arrays)
         height, width = arrays[0].shape[:2]
-        pixels = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)  # B x 3 x H x W uint8
+        stacked = np.ascontiguousarray(arrays[0])[None] if batch == 1 else np.stack(arrays)
+        pixels = torch.from_numpy(stacked).to(self.device).permute(0, 3, 1, 2)  # B x 3 x H x W uint8
 
-        image_index, boxes, scores = self._run_pnet(pixels)
+        # The integral image serves the R/O-Net crops, and on the CPU the pyramid too.
+        table = summed_area_table(pixels) if (last != "pnet" or self.device.type == "cpu") else None
+        image_index, boxes, scores = self._run_pnet(pixels, table if self.device.type == "cpu" else None)
         if last == "pnet" or len(boxes) == 0:
             return self._split(batch, image_index, boxes, scores, None, with_landmarks=last == "onet")
 
-        table = summed_area_table(pixels)
         clip = cfg.crop_border == "clip"
         probs, offsets, _ = self._classify("rnet", table, image_index, boxes, width, height, clip)
         passed = probs > cfg.thresholds[1]
@@ -278,17 +297,22 @@ class Cascade:
         keep = batched_nms(boxes, scores, image_index, cfg.nms_onet, mode="min")
         return self._split(batch, image_index[keep], boxes[keep], scores[keep], landmarks[keep], with_landmarks=True)
 
-    def _run_pnet(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _resize(self, pixels: torch.Tensor, table: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+        """One pyramid level, as ``F.interpolate(mode='area')``.  On the CPU the integral image
+        gives the same averages faster (four look-ups per output pixel, exact integer sums)."""
+        if table is not None:
+            return resize_area(table, *size)
+        return F.interpolate(pixels.float(), size=size, mode="area")
+
+    def _run_pnet(self, pixels: torch.Tensor, table: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """P-Net over the pyramid: per-scale NMS, cross-scale NMS, regression, squaring."""
         cfg = self.cfg
         pnet = self.nets["pnet"]
         _, _, height, width = pixels.shape
-        # Float NCHW view of NHWC memory (channels-last), which the convolutions prefer on CPU.
-        images = pixels.float()
         found = []
         for scale in pyramid_scales(height, width, cfg.min_face_size, cfg.scale_factor):
-            level = F.interpolate(images, size=scaled_size(height, width, scale), mode="area")
-            logits, offsets = pnet(normalize(level))[:2]
+            level = self._resize(pixels, table, scaled_size(height, width, scale))
+            logits, offsets = _face_and_box(pnet, normalize(level))
             probs = torch.softmax(logits, dim=1)[:, 1]
             image_index, windows, scores, cell_offsets = pnet_candidates(probs, offsets, scale, cfg.thresholds[0])
             keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_scale)
@@ -317,14 +341,16 @@ class Cascade:
         offsets = torch.zeros((n, 4), device=self.device)
         points = torch.zeros((n, 10), device=self.device)
         rows = valid.nonzero().squeeze(1)
-        chunk = NET_CHUNK[stage]
+        chunk = NET_CHUNK["cuda" if self.device.type == "cuda" else "cpu"][stage]
         for lo in range(0, len(rows), chunk):
             part = rows[lo:lo + chunk]
             crops = crop_resize_area(table, image_index[part], windows[part], size)
-            logits, box, marks = net(normalize(crops))
+            if stage == "onet":
+                logits, box, points[part] = net(normalize(crops))
+            else:
+                logits, box = _face_and_box(net, normalize(crops))
             probs[part] = torch.softmax(logits, dim=1)[:, 1]
             offsets[part] = box
-            points[part] = marks
         return probs, offsets, points
 
     @staticmethod

@@ -74,10 +74,18 @@ def summed_area_table(images: torch.Tensor) -> torch.Tensor:
 
     Returns ``B x (H+1) x (W+1) x C`` with a zero first row and column, so the sum over rows
     ``[y0, y1)`` and columns ``[x0, x1)`` is ``T[y1, x1] - T[y0, x1] - T[y1, x0] + T[y0, x0]``.
-    Kept in integers (int32 while the total fits, else int64) so window sums are exact.
+    Kept in integers (int32 while the total fits, else int64) so window sums are exact.  On the
+    CPU, uint8 images go through ``cv2.integral`` (an order of magnitude faster than cumsum).
     """
-    _, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     dtype = torch.int32 if height * width * 255 < 2**31 else torch.int64
+    if images.device.type == "cpu" and images.dtype == torch.uint8 and dtype == torch.int32 and channels <= 4:
+        import cv2
+
+        nhwc = images.permute(0, 2, 3, 1).numpy()
+        tables = [cv2.integral(np.ascontiguousarray(img), sdepth=cv2.CV_32S).reshape(height + 1, width + 1, channels)
+                  for img in nhwc]
+        return torch.from_numpy(tables[0][None] if batch == 1 else np.stack(tables))
     values = images.to(dtype).permute(0, 2, 3, 1)
     table = values.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
     return F.pad(table, (0, 0, 1, 0, 1, 0))
@@ -90,6 +98,27 @@ def _adaptive_bounds(origin: torch.Tensor, length: torch.Tensor, size: int) -> t
     start = origin[:, None] + torch.div(i[None, :] * length[:, None], size, rounding_mode="floor")
     end = origin[:, None] + torch.div((i[None, :] + 1) * length[:, None] + size - 1, size, rounding_mode="floor")
     return start, end
+
+
+def _window_means(table: torch.Tensor, image_index: torch.Tensor, windows: torch.Tensor,
+                  out_height: int, out_width: int) -> torch.Tensor:
+    """Area means of each window's ``out_height x out_width`` cells: ``N x out_h x out_w x C`` float32."""
+    _, height_1, width_1, channels = table.shape
+    flat = table.reshape(-1, channels)
+    base = (image_index * (height_1 * width_1))[:, None, None]
+    row_start, row_end = _adaptive_bounds(windows[:, 1], windows[:, 3] - windows[:, 1], out_height)
+    col_start, col_end = _adaptive_bounds(windows[:, 0], windows[:, 2] - windows[:, 0], out_width)
+    count = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).clamp(min=1)
+    # Clamping to the image makes the look-ups sum only the visible pixels; the count above
+    # still covers the whole cell, so pixels outside the image count as zeros.
+    rows = [r.clamp(0, height_1 - 1)[:, :, None] * width_1 for r in (row_start, row_end)]
+    cols = [c.clamp(0, width_1 - 1)[:, None, :] for c in (col_start, col_end)]
+
+    def look(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return flat.index_select(0, (base + r + c).reshape(-1)).reshape(-1, out_height, out_width, channels)
+
+    total = look(rows[1], cols[1]) - look(rows[0], cols[1]) - look(rows[1], cols[0]) + look(rows[0], cols[0])
+    return total.float() / count[..., None].float()
 
 
 def crop_resize_area(table: torch.Tensor, image_index: torch.Tensor, windows: torch.Tensor, size: int,
@@ -105,28 +134,30 @@ def crop_resize_area(table: torch.Tensor, image_index: torch.Tensor, windows: to
     Returns ``N x C x size x size`` float32 (channels-last in memory, which suits the convolutions).
     """
     n = windows.shape[0]
-    _, height_1, width_1, channels = table.shape
+    channels = table.shape[3]
     if n == 0:
         return torch.zeros((0, channels, size, size), device=table.device)
     windows = windows.to(table.device, torch.long)
     image_index = image_index.to(table.device, torch.long)
-    flat = table.reshape(-1, channels)
     out = torch.empty((n, size, size, channels), device=table.device)
     for lo in range(0, n, chunk):
-        w = windows[lo:lo + chunk]
-        base = image_index[lo:lo + chunk] * (height_1 * width_1)
-        row_start, row_end = _adaptive_bounds(w[:, 1], w[:, 3] - w[:, 1], size)
-        col_start, col_end = _adaptive_bounds(w[:, 0], w[:, 2] - w[:, 0], size)
-        count = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).clamp(min=1)
-        # Clamping to the image makes the look-ups sum only the visible pixels; the count above
-        # still covers the whole cell, so pixels outside the image count as zeros.
-        rows = [r.clamp(0, height_1 - 1)[:, :, None] * width_1 for r in (row_start, row_end)]
-        cols = [c.clamp(0, width_1 - 1)[:, None, :] for c in (col_start, col_end)]
-        base = base[:, None, None]
-
-        def look(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return flat.index_select(0, (base + r + c).reshape(-1)).reshape(-1, size, size, channels)
-
-        total = look(rows[1], cols[1]) - look(rows[0], cols[1]) - look(rows[1], cols[0]) + look(rows[0], cols[0])
-        out[lo:lo + chunk] = total.float() / count[..., None].float()
+        out[lo:lo + chunk] = _window_means(table, image_index[lo:lo + chunk], windows[lo:lo + chunk], size, size)
     return out.permute(0, 3, 1, 2)
+
+
+def resize_area(table: torch.Tensor, out_height: int, out_width: int) -> torch.Tensor:
+    """Whole images resized like ``F.interpolate(images, (out_h, out_w), mode='area')``, from
+    their :func:`summed_area_table`.  Returns ``B x C x out_h x out_w`` float32 (channels-last).
+
+    Separable: whole rows of the table are gathered first (contiguous copies), then columns, which
+    costs about half of four look-ups per output pixel.
+    """
+    _, height_1, width_1, _ = table.shape
+    zero = torch.zeros(1, dtype=torch.long, device=table.device)
+    row_start, row_end = _adaptive_bounds(zero, torch.full_like(zero, height_1 - 1), out_height)
+    col_start, col_end = _adaptive_bounds(zero, torch.full_like(zero, width_1 - 1), out_width)
+    row_start, row_end, col_start, col_end = row_start[0], row_end[0], col_start[0], col_end[0]
+    rows = table.index_select(1, row_end) - table.index_select(1, row_start)
+    total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
+    count = (row_end - row_start)[:, None] * (col_end - col_start)[None, :]
+    return (total.float() / count[None, :, :, None].float()).permute(0, 3, 1, 2)

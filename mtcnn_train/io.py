@@ -8,6 +8,7 @@ as skipped and report the count at the end.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -81,18 +82,42 @@ def resolve_inside(root: str | Path, relative: str, source: str | Path, line: in
     """Join ``relative`` (from an annotation file) onto ``root``, refusing escapes.
 
     Absolute paths, ``..`` that climbs out of the root and symlinks pointing outside are
-    refused with an :class:`AnnotationError` naming the annotation file and line.
+    refused with an :class:`AnnotationError` naming the annotation file and line; so are symlink
+    loops and names too long for the file system (both would fail later with a traceback).
     """
     rel = relative.replace("\\", "/").strip()
     if not rel:
         raise AnnotationError(source, line, "empty image path")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         raise AnnotationError(source, line, f"image path {relative!r} is absolute; it must be relative to {root}")
-    root_resolved = Path(root).resolve()
-    candidate = (root_resolved / rel).resolve()
+    try:
+        root_resolved = Path(root).resolve()
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"{root}: cannot resolve the dataset root ({_first_line(exc)})") from None
+    try:
+        candidate = (root_resolved / rel).resolve()
+    except (RuntimeError, OSError) as exc:  # Python < 3.13 raises RuntimeError on a symlink loop
+        raise AnnotationError(source, line, f"image path {relative!r} cannot be resolved "
+                                            f"({_first_line(exc)})") from None
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise AnnotationError(source, line, f"image path {relative!r} escapes the dataset root {root}")
+    _check_name_length(candidate, relative, source, line)
     return candidate
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+
+def _check_name_length(candidate: Path, relative: str, source: str | Path, line: int | None) -> None:
+    """Refuse a name the file system can never hold: every later ``is_file()`` would raise on it."""
+    try:
+        os.lstat(candidate)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            shown = f"{relative[:80]!r}..." if len(relative) > 80 else repr(relative)
+            raise AnnotationError(source, line, f"image path {shown} is too long for the file system") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -154,6 +154,10 @@ class ImagePathResolver:
                 return resolve_inside(self.root, relative, self.source, line)
             self._folders[folder] = parent
         candidate = parent / base
-        if candidate.is_symlink():
+        try:
+            is_link = candidate.is_symlink()
+        except OSError:  # e.g. a name too long for the file system: the full check words the error
+            return resolve_inside(self.root, relative, self.source, line)
+        if is_link:
             return resolve_inside(self.root, relative, self.source, line)
         return candidate

@@ -31,16 +31,18 @@ wholly outside it dropped (counted); the counts go into the report and the manif
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -61,7 +63,6 @@ from mtcnn_train.samples.shards import (
     empty_arrays,
     shard_stem,
     write_sample_set,
-    write_shard,
 )
 
 #: Detection images per work unit (a unit is the grain of resuming and of parallel work).
@@ -360,13 +361,18 @@ def process_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str, np.ndar
 
 
 def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str) -> dict[str, Any]:
-    """Process a unit and publish it as ``work_dir/<name>/`` with one atomic directory rename."""
+    """Process a unit and publish it as ``work_dir/<name>/`` with one atomic directory rename.
+
+    The files are written into a temporary folder first (no per-file fsync: they are scratch,
+    and a folder that never got renamed is discarded on the next run).
+    """
     arrays, stats = process_unit(unit, sampling, size)
     work = Path(work_dir)
     tmp = work / f".tmp-{unit.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_shard(tmp, 0, arrays)
+    for key, dtype in ARRAY_DTYPES.items():
+        np.save(tmp / f"{shard_stem(0)}.{key}.npy", np.ascontiguousarray(arrays[key], dtype=dtype), allow_pickle=False)
     (tmp / UNIT_STATS).write_text(json.dumps(stats))
     final = work / unit.name
     shutil.rmtree(final, ignore_errors=True)
@@ -380,13 +386,115 @@ def _run_unit_task(task: tuple) -> dict[str, Any]:
     return run_unit(*task)
 
 
-def _init_worker() -> None:
+@dataclass
+class WorkerPool:
+    """Spawned worker processes and the queue on which each says it has finished starting."""
+
+    pool: Any
+    ready: Any
+    size: int
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+def start_pool(helpers: int) -> WorkerPool | None:
+    """``helpers`` spawned worker processes (None for none).  Started before the inputs are read,
+    so the workers' start-up (importing numpy, OpenCV, torch) overlaps that work."""
+    if helpers <= 0:
+        return None
+    context = multiprocessing.get_context("spawn")
+    ready = context.SimpleQueue()
+    return WorkerPool(context.Pool(helpers, initializer=_init_worker, initargs=(ready,)), ready, helpers)
+
+
+def run_tasks(tasks: list[tuple], workers: WorkerPool | None) -> Iterator[dict[str, Any]]:
+    """Run work units in this process and in the pool's workers (None: in this process only).
+
+    This process works from the start (it has everything imported already).  A worker gets its
+    first unit only once it reports that it has started -- never is a unit left waiting on a
+    worker still starting while this process is idle -- and its next one as soon as it finishes
+    (from the pool's result thread).  The order of completion does not matter: every unit writes
+    its own folder.  Yields each finished unit's stats, in this process.
+    """
+    if workers is None or len(tasks) <= 1:
+        for task in tasks:
+            yield _run_unit_task(task)
+        return
+    import cv2
+
+    queue = collections.deque(tasks)
+    lock = threading.Condition()
+    finished: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    in_pool = [0]
+    started = [0]
+
+    def take() -> tuple | None:
+        with lock:
+            return queue.popleft() if queue and not errors else None
+
+    def feed() -> None:
+        task = take()
+        if task is None:
+            return
+        with lock:
+            in_pool[0] += 1
+        workers.pool.apply_async(_run_unit_task, (task,), callback=done, error_callback=failed)
+
+    def done(stats: dict[str, Any]) -> None:
+        with lock:
+            finished.append(stats)
+            in_pool[0] -= 1
+            lock.notify_all()
+        feed()
+
+    def failed(exc: BaseException) -> None:
+        with lock:
+            errors.append(exc)
+            in_pool[0] -= 1
+            lock.notify_all()
+
+    def welcome_started_workers() -> None:
+        while started[0] < workers.size and not workers.ready.empty():
+            workers.ready.get()
+            started[0] += 1
+            feed()
+
+    def drain() -> list[dict[str, Any]]:
+        with lock:
+            out, finished[:] = list(finished), []
+        return out
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # this process is one of the workers now
+    try:
+        while True:
+            welcome_started_workers()
+            task = take()
+            if task is None:
+                break
+            yield _run_unit_task(task)
+            yield from drain()
+        with lock:
+            while in_pool[0] > 0:
+                lock.wait(timeout=0.5)
+        yield from drain()
+        if errors:
+            raise errors[0]
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _init_worker(ready) -> None:
     # Each worker is one process per core: keep libraries from spawning threads of their own.
     import cv2
     import torch
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    ready.put(os.getpid())
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,11 +541,6 @@ def _sum_stats(all_stats: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def _worker_count(cfg: Config, pending: int) -> int:
-    wanted = cfg.sampling.workers or os.cpu_count() or 1
-    return max(1, min(wanted, pending))
-
-
 def _prepare_work_dir(work: Path, fingerprint: str) -> None:
     """Keep ``.work/`` when it belongs to this plan (resume), else start it afresh."""
     plan_file = work / PLAN_FILE
@@ -472,40 +575,36 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
     start = time.perf_counter()
     out = Path(out_dir)
     size = STAGE_SIZE["pnet"]
-    inputs = load_inputs(cfg, wider_records, landmark_records)
-    units, images = plan_units(inputs, num_shards, shard_index)
-    fingerprint = plan_fingerprint(cfg, units, num_shards, shard_index)
-    work = out / WORK_DIR
+    pool = start_pool((cfg.sampling.workers or os.cpu_count() or 1) - 1)
+    try:
+        inputs = load_inputs(cfg, wider_records, landmark_records)
+        units, images = plan_units(inputs, num_shards, shard_index)
+        fingerprint = plan_fingerprint(cfg, units, num_shards, shard_index)
+        work = out / WORK_DIR
 
-    finished = _read_finished_manifest(out)
-    if finished is not None and not force:
-        if finished.get("plan_fingerprint") != fingerprint:
-            raise UserError(f"{out}: holds a finished sample set made with other settings or data; "
-                            "pass --force to replace it, or choose another --out")
-        shutil.rmtree(work, ignore_errors=True)
-        return GenerateReport(out, finished["counts"], finished.get("available", {}), finished.get("input_counts", {}),
-                              0.0, 0, len(units), len(units), already_complete=True)
+        finished = _read_finished_manifest(out)
+        if finished is not None and not force:
+            if finished.get("plan_fingerprint") != fingerprint:
+                raise UserError(f"{out}: holds a finished sample set made with other settings or data; "
+                                "pass --force to replace it, or choose another --out")
+            shutil.rmtree(work, ignore_errors=True)
+            return GenerateReport(out, finished["counts"], finished.get("available", {}),
+                                  finished.get("input_counts", {}), 0.0, 0, len(units), len(units),
+                                  already_complete=True)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _prepare_work_dir(work, fingerprint)
-    done = {unit.name for unit in units if (work / unit.name / UNIT_STATS).is_file()}
-    pending = [unit for unit in units if unit.name not in done]
-    crops_cut = 0
-    with tqdm(total=sum(len(u.items) for u in units), initial=sum(len(u.items) for u in units if u.name in done),
-              unit="img", desc="gen-samples", disable=not progress, dynamic_ncols=True) as bar:
-        tasks = [(unit, cfg.sampling, size, str(work)) for unit in pending]
-        workers = _worker_count(cfg, len(pending))
-        if workers == 1:
-            results = map(_run_unit_task, tasks)
-            for stats in results:
+        out.mkdir(parents=True, exist_ok=True)
+        _prepare_work_dir(work, fingerprint)
+        done = {unit.name for unit in units if (work / unit.name / UNIT_STATS).is_file()}
+        pending = [unit for unit in units if unit.name not in done]
+        crops_cut = 0
+        with tqdm(total=sum(len(u.items) for u in units), initial=sum(len(u.items) for u in units if u.name in done),
+                  unit="img", desc="gen-samples", disable=not progress, dynamic_ncols=True) as bar:
+            for stats in run_tasks([(unit, cfg.sampling, size, str(work)) for unit in pending], pool):
                 crops_cut += stats["crops"]
                 bar.update(stats["items"])
-        else:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, initializer=_init_worker) as pool:
-                for stats in pool.imap_unordered(_run_unit_task, tasks):
-                    crops_cut += stats["crops"]
-                    bar.update(stats["items"])
+    finally:
+        if pool is not None:
+            pool.close()
 
     manifest = _finish(cfg, out, work, units, images, inputs, fingerprint, num_shards, shard_index)
     seconds = time.perf_counter() - start
@@ -532,7 +631,16 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
     labels = np.concatenate(labels_per_unit) if labels_per_unit else np.zeros(0, np.int8)
     available = count_by_type(labels)
     ratio = dataclasses.asdict(s.ratio)
-    targets = smp.target_counts(available, ratio, _part_total(s.total, num_shards, shard_index))
+    # A type whose input was not given (no landmark list, or landmarks only) leaves the mix rather
+    # than emptying it: the others keep their ratio among themselves.
+    wider_count = sum(1 for name in images if name.startswith(WIDER_PREFIX))
+    absent = (["landmark"] if wider_count == len(images) else []) + (
+        ["negative", "positive", "part"] if wider_count == 0 else [])
+    ratio_used = {name: (0.0 if name in absent else share) for name, share in ratio.items()}
+    if sum(ratio_used.values()) <= 0:
+        raise UserError(f"sampling.ratio gives no share to the sample types the inputs can make ({', '.join(absent)} "
+                        "have no input)")
+    targets = smp.target_counts(available, ratio_used, _part_total(s.total, num_shards, shard_index))
     chosen = smp.select_by_ratio(labels, targets, s.seed)
 
     bounds = np.cumsum([0] + [len(x) for x in labels_per_unit])
@@ -545,7 +653,6 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
 
     stats = _sum_stats([json.loads((work / unit.name / UNIT_STATS).read_text()) for unit in units])
     problems = stats.pop("problems")
-    wider_count = sum(1 for name in images if name.startswith(WIDER_PREFIX))
     manifest = {
         "stage": "pnet",
         "seed": s.seed,
@@ -560,6 +667,7 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
                   "train": inputs.train_names, "val": inputs.val_names},
         "parts": {"num_shards": num_shards, "shard_index": shard_index},
         "ratio": ratio,
+        "ratio_used": ratio_used,
         "total": s.total,
         "available": available,
         "targets": targets,

@@ -132,12 +132,14 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: StageTrainConfig) -> float:
 
 
 def build_optimizer(net: nn.Module, cfg: StageTrainConfig) -> torch.optim.Optimizer:
+    # foreach: one fused call per update instead of a Python loop over the parameters (torch uses
+    # it by default on CUDA only; on the CPU it saves a few ms per step for these small nets).
     params = net.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 # --------------------------------------------------------------------------------------------

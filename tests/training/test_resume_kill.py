@@ -12,7 +12,7 @@ import torch
 
 from tests.training.conftest import write_tiny_samples
 
-SETTINGS = {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 20, "threads": 1, "val_fraction": 0.1,
+SETTINGS = {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 10, "threads": 1, "val_fraction": 0.1,
             "log_every_steps": 20, "lr": 0.003}
 
 
@@ -54,7 +54,7 @@ def _kill_after_mid_epoch_checkpoint(command: list[str], last: Path, timeout: fl
 
 
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
-    samples = write_tiny_samples(tmp_path / "samples", count=4000, size=12, images_per_source=20)
+    samples = write_tiny_samples(tmp_path / "samples", count=2000, size=12, images_per_source=20)
 
     full = tmp_path / "full"
     subprocess.run(_command(samples, full), check=True, capture_output=True, timeout=300)
