@@ -140,52 +140,80 @@ def baseline(records, out: Path, seed: int, cfg) -> int:
     return sum(counter.values())
 
 
+def run_baseline(annotation: Path, images_root: Path, images: int, out: Path, seed: int, cfg) -> dict:
+    # Timed from reading the annotations to the last file written, like ours.
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    records = read_wider(annotation, images_root)[:images]
+    crops = baseline(records, out, seed, cfg)
+    result = {"seconds": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu, "crops": crops, "stored": crops,
+              "images": len(records)}
+    result["disk"], result["apparent"], result["files"] = disk_bytes(out)
+    return result
+
+
+def run_ours(cfg, out: Path) -> dict:
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    report = generate_pnet_samples(cfg, out, progress=False)
+    result = {"seconds": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu, "crops": report.crops_cut,
+              "stored": sum(report.counts.values())}
+    result["disk"], result["apparent"], result["files"] = disk_bytes(out)
+    return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall time (the machine may be shared; alternating runs share its load)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def describe(name: str, r: dict) -> str:
+    return (f"{name}: {r['crops']} crops in {r['seconds']:.2f} s wall, {r['cpu']:.2f} s CPU = "
+            f"{r['crops'] / r['seconds']:.0f} crops/s; {r['stored']} stored in {r['files']} files, "
+            f"{r['disk'] / 1e6:.2f} MB on disk ({r['apparent'] / 1e6:.2f} MB apparent) = "
+            f"{r['disk'] / max(r['stored'], 1):.0f} B/stored crop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wider-root", type=Path, default=REPO.parent / "shared" / "data" / "wider_face")
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="2", help="Worker counts to time ours with, e.g. 1,2.")
+    parser.add_argument("--repeat", type=int, default=3, help="Alternating runs of each; the median is shown.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="Scratch folder (default: a temp folder).")
     args = parser.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
 
-    cfg = load_config(None, [f"data.wider_root={args.wider_root.resolve()}", f"data.max_images={args.images}",
-                             "data.val_fraction=0", f"sampling.seed={args.seed}", f"sampling.workers={args.workers}"])
+    def config(workers: int):
+        return load_config(None, [f"data.wider_root={args.wider_root.resolve()}", f"data.max_images={args.images}",
+                                  "data.val_fraction=0", f"sampling.seed={args.seed}", f"sampling.workers={workers}"])
+
     annotation, images_root = wider_paths(args.wider_root)
+    base_runs: list[dict] = []
+    our_runs: dict[int, list[dict]] = {w: [] for w in worker_counts}
     scratch = Path(tempfile.mkdtemp(prefix="bench-gen-samples-", dir=args.workdir))
     try:
-        # Both sides are timed from reading the annotations to the last file written.
-        wall, cpu = time.perf_counter(), cpu_seconds()
-        records = read_wider(annotation, images_root)[:args.images]
-        base_crops = baseline(records, scratch / "baseline", args.seed, cfg)
-        base_seconds, base_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-        base_disk, base_apparent, base_files = disk_bytes(scratch / "baseline")
-
-        wall, cpu = time.perf_counter(), cpu_seconds()
-        report = generate_pnet_samples(cfg, scratch / "ours", progress=False)
-        ours_seconds, ours_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-        ours_stored = sum(report.counts.values())
-        ours_disk, ours_apparent, ours_files = disk_bytes(scratch / "ours")
+        for round_ in range(args.repeat):
+            base_runs.append(run_baseline(annotation, images_root, args.images, scratch / f"baseline{round_}",
+                                          args.seed, config(1)))
+            shutil.rmtree(scratch / f"baseline{round_}")
+            for workers in worker_counts:
+                our_runs[workers].append(run_ours(config(workers), scratch / f"ours{workers}-{round_}"))
+                shutil.rmtree(scratch / f"ours{workers}-{round_}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    base_rate = base_crops / base_seconds
-    ours_rate = report.crops_cut / ours_seconds
-    base_per_crop = base_disk / max(base_crops, 1)
-    ours_per_crop = ours_disk / max(ours_stored, 1)
-    print(f"images: {len(records)} WIDER images from {args.wider_root}, seed {args.seed}, cpu cores: {os.cpu_count()}")
-    print(f"baseline (1 process, JPEG per crop): {base_crops} crops in {base_seconds:.1f} s "
-          f"(CPU {base_cpu:.1f} s) = {base_rate:.0f} crops/s; "
-          f"disk {base_disk / 1e6:.2f} MB allocated ({base_apparent / 1e6:.2f} MB apparent) in {base_files} files "
-          f"= {base_per_crop:.0f} B/crop")
-    print(f"ours ({args.workers} workers, shards): {report.crops_cut} crops cut in {ours_seconds:.1f} s "
-          f"(CPU {ours_cpu:.1f} s) = {ours_rate:.0f} crops/s; "
-          f"{ours_stored} kept by the ratio; disk {ours_disk / 1e6:.2f} MB allocated ({ours_apparent / 1e6:.2f} MB apparent) "
-          f"in {ours_files} files = {ours_per_crop:.0f} B/crop")
-    print(f"speed: ours / baseline = {ours_rate / base_rate:.1f}x crops/s "
-          f"({(report.crops_cut / ours_cpu) / (base_crops / base_cpu):.1f}x crops per CPU second); "
-          f"disk per crop: ours / baseline = {ours_per_crop / base_per_crop:.3f} "
-          f"(total disk ours / baseline = {ours_disk / base_disk:.3f})")
+    base = median_run(base_runs)
+    print(f"{base['images']} WIDER images from {args.wider_root}, seed {args.seed}, {os.cpu_count()} CPU cores, "
+          f"median of {args.repeat} alternating runs; load average now {os.getloadavg()[0]:.1f}")
+    print(describe("baseline (1 process, one JPEG per crop + text list)", base))
+    for workers, runs in our_runs.items():
+        ours = median_run(runs)
+        print(describe(f"ours ({workers} worker{'s' if workers > 1 else ''}, shards)", ours))
+        speed = (ours["crops"] / ours["seconds"]) / (base["crops"] / base["seconds"])
+        per_cpu = (ours["crops"] / ours["cpu"]) / (base["crops"] / base["cpu"])
+        disk = (ours["disk"] / ours["stored"]) / (base["disk"] / base["stored"])
+        print(f"  ours/baseline: {speed:.1f}x crops per second, {per_cpu:.1f}x crops per CPU second; "
+              f"disk per stored crop {disk:.3f}x (whole folder {ours['disk'] / base['disk']:.3f}x)")
 
 
 if __name__ == "__main__":

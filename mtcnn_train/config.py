@@ -82,7 +82,8 @@ class SamplingConfig:
     ratio: SampleRatio = field(default_factory=SampleRatio)
     #: Target size of the whole sample set; 0 = as many as the scarcest type allows.
     total: int = 0
-    #: Worker processes (0 = one per CPU core).  Output does not depend on it.
+    #: Worker processes (0 = automatic: by the amount of work, at most one per CPU core).  Output
+    #: does not depend on it.
     workers: int = 0
     seed: int = 0
     #: Samples per shard file.
@@ -135,7 +136,9 @@ def _stage(**overrides: Any) -> Any:
 
 @dataclass
 class TrainConfig:
-    pnet: StageTrainConfig = _stage(alpha_landmark=0.5)
+    # P-Net: tuned on a WIDER-subset sample set (issue 4): Adam 0.005 with batches of 256 reaches
+    # ~94% pos/neg validation accuracy in 8 epochs where 0.001 x 512 stays near 92.6%.
+    pnet: StageTrainConfig = _stage(alpha_landmark=0.5, lr=0.005, batch_size=256)
     rnet: StageTrainConfig = _stage(alpha_landmark=0.5)
     onet: StageTrainConfig = _stage(alpha_landmark=1.0, batch_size=256)
 

@@ -127,14 +127,26 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> to
     return windows
 
 
+def _pnet_maps(net: nn.Module, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net's face logits and box offsets on a pyramid level of raw 0..255 pixels.
+
+    For our :class:`PNet` the input normalisation is folded into ``conv1`` (``w / 128`` and
+    ``b - 127.5 / 128 * sum(w)``, the same function up to float rounding) and the two heads run as
+    one 1x1 convolution, skipping the landmark head: each saves a pass over the largest maps.
+    """
+    if type(net) is not PNet:
+        return net(normalize(level))[:2]
+    weight = net.conv1.weight * 0.0078125
+    bias = net.conv1.bias - net.conv1.weight.sum((1, 2, 3)) * (127.5 * 0.0078125)
+    x = net.pool1(net.prelu1(F.conv2d(level, weight, bias)))
+    x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
+    heads = F.conv2d(x, torch.cat([net.conv4_1.weight, net.conv4_2.weight]), torch.cat([net.conv4_1.bias, net.conv4_2.bias]))
+    return heads[:, :2], heads[:, 2:6]
+
+
 def _face_and_box(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """P-Net's or R-Net's face logits and box offsets, skipping the landmark head the cascade
-    does not read (the published P/R-Nets have none; ours would cost a 1x1 conv over every map).
-    Any other module runs its own forward."""
-    if type(net) is PNet:
-        x = net.pool1(net.prelu1(net.conv1(x)))
-        x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
-        return net.conv4_1(x), net.conv4_2(x)
+    """R-Net's face logits and box offsets, skipping the landmark head the cascade does not read
+    (the published R-Net has none).  Any other module runs its own forward."""
     if type(net) is RNet:
         x = net.pool1(net.prelu1(net.conv1(x)))
         x = net.pool2(net.prelu2(net.conv2(x)))
@@ -312,7 +324,7 @@ class Cascade:
         found = []
         for scale in pyramid_scales(height, width, cfg.min_face_size, cfg.scale_factor):
             level = self._resize(pixels, table, scaled_size(height, width, scale))
-            logits, offsets = _face_and_box(pnet, normalize(level))
+            logits, offsets = _pnet_maps(pnet, level)
             probs = torch.softmax(logits, dim=1)[:, 1]
             image_index, windows, scores, cell_offsets = pnet_candidates(probs, offsets, scale, cfg.thresholds[0])
             keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_scale)

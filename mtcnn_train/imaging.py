@@ -160,4 +160,4 @@ def resize_area(table: torch.Tensor, out_height: int, out_width: int) -> torch.T
     rows = table.index_select(1, row_end) - table.index_select(1, row_start)
     total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
     count = (row_end - row_start)[:, None] * (col_end - col_start)[None, :]
-    return (total.float() / count[None, :, :, None].float()).permute(0, 3, 1, 2)
+    return total.float().div_(count[None, :, :, None]).permute(0, 3, 1, 2)

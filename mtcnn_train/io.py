@@ -2,7 +2,7 @@
 
 Image rule (docs/CONVENTIONS.md): every image is returned as ``H x W x 3`` uint8 **RGB**.
 Grayscale is replicated to three channels, the alpha channel of RGBA is dropped, 16-bit images are
-scaled to 8 bits, EXIF orientation is applied.  Missing, unreadable, corrupt, empty or oversized
+scaled to 8 bits, EXIF orientation is applied.  Missing, unreadable, corrupt, truncated, empty, zero-size or oversized
 images raise :class:`~mtcnn_train.errors.ImageError`; long-running stages catch it, count the image
 as skipped and report the count at the end.
 """
@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -125,18 +126,52 @@ def _check_name_length(candidate: Path, relative: str, source: str | Path, line:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
+    """(width, height) from the file header, without decoding the pixels.
 
+    The size is the one :func:`load_image` returns: EXIF orientations 5 to 8 (a quarter turn)
+    swap width and height.  Images over :data:`MAX_IMAGE_PIXELS` are measured like any other;
+    :func:`load_image` refuses them.
+    """
+    from PIL import Image
+
+    _raise_pil_pixel_limit(Image)
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():
+            # Pillow warns about damaged headers (corrupt EXIF, short tags) and between its pixel
+            # limit and twice it; our own checks decide, and print nothing per image.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                width, height = im.size
+                # Pillow already turns the size of TIFF images; other formats keep the stored size.
+                if im.format != "TIFF" and _exif_orientation(im) in (5, 6, 7, 8):
+                    width, height = height, width
+                return width, height
     except FileNotFoundError:
         raise ImageError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:  # over twice our limit (see _raise_pil_pixel_limit)
+        raise ImageError(f"{path}: image too large (over {2 * MAX_IMAGE_PIXELS} pixels; "
+                         f"limit {MAX_IMAGE_PIXELS})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's format plugins raise many types on hostile headers
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{path}: image too large") from None
+
+
+def _raise_pil_pixel_limit(pil_image_module: Any) -> None:
+    """Lift Pillow's decompression-bomb limit (about 89 M pixels, an error over twice that) to
+    ours where it is lower, so that Pillow never refuses an image our rule accepts; the images
+    over our limit are refused by :func:`load_image` with their size.  A limit the user has
+    raised or switched off (``None``) is left alone."""
+    limit = pil_image_module.MAX_IMAGE_PIXELS
+    if limit is not None and limit < MAX_IMAGE_PIXELS:
+        pil_image_module.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+def _exif_orientation(im: Any) -> int:
+    """The EXIF orientation tag (1 = upright); 1 when the EXIF block is missing or unreadable."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return int(value) if isinstance(value, int) else 1
+    except Exception:  # noqa: BLE001 - a broken EXIF block only means no rotation
+        return 1
 
 
 def to_rgb_uint8(image: np.ndarray, source: str | Path = "image") -> np.ndarray:
@@ -163,17 +198,27 @@ def to_rgb_uint8(image: np.ndarray, source: str | Path = "image") -> np.ndarray:
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image as ``H x W x 3`` uint8 RGB, by the rule in the module docstring."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        is_file = False
+    if not is_file:
         raise ImageError(f"{path}: image not found")
     width, height = image_size(path)
     if width <= 0 or height <= 0:
         raise ImageError(f"{path}: zero-size image")
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageError(f"{path}: image too large ({width}x{height} pixels; limit {MAX_IMAGE_PIXELS})")
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
     # IMREAD_ANYDEPTH keeps 16-bit data; IMREAD_COLOR applies EXIF orientation.
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-    image = cv2.imdecode(data, flags)
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error:
+        image = None
     if image is None:
         raise ImageError(f"{path}: corrupt or truncated image")
     return to_rgb_uint8(image, path)

@@ -129,3 +129,48 @@ def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path) -
         })
         written.append(target)
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing with facenet-pytorch's own detector (parity test, benchmarks/detect_speed.py)
+
+
+def facenet_to_edges(boxes, points):
+    """facenet-pytorch's ``MTCNN.detect(..., landmarks=True)`` output for one image, in our
+    convention: boxes from its 1-based inclusive corners to pixel edges (``x1 - 1, y1 - 1, x2,
+    y2``); landmarks unchanged (the reference already puts them on pixel edges)."""
+    import numpy as np
+
+    from mtcnn_train.geometry import inclusive_to_edges
+
+    if boxes is None or len(boxes) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32)
+    return inclusive_to_edges(np.asarray(boxes, np.float32)), np.asarray(points, np.float32).reshape(-1, 5, 2)
+
+
+def parity_counts(ref_boxes, ref_points, boxes, points, min_iou: float = 0.95, max_point_error: float = 2.0) -> dict:
+    """How well one image's detections agree: boxes of each side with a partner on the other at
+    IoU >= ``min_iou``, and matched pairs whose five landmarks all lie within ``max_point_error`` px."""
+    import numpy as np
+
+    from mtcnn_train.geometry import iou_matrix
+
+    iou = iou_matrix(ref_boxes, boxes)
+    ref_matched = iou.max(1) >= min_iou if iou.shape[1] else np.zeros(len(ref_boxes), bool)
+    ours_matched = iou.max(0) >= min_iou if iou.shape[0] else np.zeros(len(boxes), bool)
+    point_ok, worst = 0, 0.0
+    for i in np.flatnonzero(ref_matched):
+        if ref_points is None or points is None:
+            break
+        error = float(np.abs(ref_points[i] - points[int(iou[i].argmax())]).max())
+        worst = max(worst, error)
+        point_ok += error <= max_point_error
+    return {"ref": len(ref_boxes), "ref_matched": int(ref_matched.sum()), "ours": len(boxes),
+            "ours_matched": int(ours_matched.sum()), "points_ok": int(point_ok),
+            "points_checked": int(ref_matched.sum()), "worst_point_error": worst}
+
+
+def add_counts(total: dict, counts: dict) -> dict:
+    for key, value in counts.items():
+        total[key] = max(total.get(key, 0.0), value) if key == "worst_point_error" else total.get(key, 0) + value
+    return total

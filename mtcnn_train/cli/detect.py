@@ -6,23 +6,51 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, not_built
+from mtcnn_train.cli.common import config_options, get_config
+from mtcnn_train.config import STAGES
 
 
 @cli.command("detect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--weights", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--weights", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder holding pnet.pt, rnet.pt, onet.pt (e.g. from import-weights).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for detections.json and the annotated images and videos.")
+@click.option("--stages", "last_stage", type=click.Choice(STAGES), default="onet", show_default=True,
+              help="Stop after this stage (pnet or rnet give the candidates the next stage would see).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: detection.device).")
+@click.option("--per-image-json", is_flag=True, help="Also write DIR/<name>.json for each image.")
+@click.option("--no-annotate", is_flag=True, help="Write only the JSON, no annotated images or videos.")
 @config_options
-def detect(paths, weights, out, config_path, overrides) -> None:
+def detect(paths, weights, out, last_stage, device, per_image_json, no_annotate, config_path, overrides) -> None:
     """Detect faces and landmarks in images, folders or a video."""
-    not_built("detect", "issue 5")
+    from mtcnn_train.detect_files import detect_paths
+
+    cfg = get_config(config_path, overrides)
+    summary = detect_paths(paths, weights, out, cfg.detection, last_stage=last_stage, per_image_json=per_image_json,
+                           annotate=not no_annotate, device=device or cfg.detection.device)
+    done = f"{summary.faces} faces in {summary.images} images"
+    if summary.videos:
+        done += f" and {summary.frames} frames of {summary.videos} videos"
+    click.echo(f"{done}; results in {summary.output}")
+    if summary.skipped:
+        click.echo(f"skipped {len(summary.skipped)} unreadable files (listed in {summary.output}); first: "
+                   f"{summary.skipped[0]['error']}", err=True)
 
 
 @cli.command("import-weights")
-@click.option("--from", "source", type=click.Choice(["facenet-pytorch"]), required=True)
+@click.option("--from", "source", type=click.Choice(["facenet-pytorch"]), required=True,
+              help="Where the weights come from.")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder to write pnet.pt, rnet.pt, onet.pt into.")
 def import_weights(source, path, out) -> None:
-    """Convert the published MTCNN weights into our checkpoints."""
-    not_built("import-weights", "issue 5")
+    """Convert the published MTCNN weights into our checkpoints.
+
+    PATH is the folder holding facenet-pytorch's pnet.pt, rnet.pt and onet.pt (default: the
+    installed package's data folder).
+    """
+    from mtcnn_train.weights_import import import_facenet_weights
+
+    written = import_facenet_weights(path, out)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")

@@ -21,7 +21,7 @@ from mtcnn_train.errors import UserError
 @click.option("--landmarks-format", type=click.Choice(["auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"]),
               default=None, help="Format of --landmarks (default: detected).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Worker processes (overrides sampling.workers; 0 = one per CPU core).")
+              help="Worker processes (overrides sampling.workers; 0 = automatic, at most one per CPU core).")
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
               help="Split the images into this many parts (one per machine) ...")
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True,

@@ -399,9 +399,23 @@ class WorkerPool:
         self.pool.join()
 
 
+#: With ``sampling.workers: 0`` one process per this many pending detection images (landmark faces
+#: count a twentieth), up to one per core: starting a worker costs about 2 CPU seconds (it imports
+#: numpy, OpenCV and torch), which only pays on larger runs.
+IMAGES_PER_AUTO_WORKER = 250
+
+
+def worker_count(workers: int, pending: list[WorkUnit]) -> int:
+    """Processes to use: ``workers`` as configured (never more than there are units), or for 0 one
+    per :data:`IMAGES_PER_AUTO_WORKER` pending images, at most one per CPU core."""
+    if workers <= 0:
+        load = sum(len(u.items) / (20 if u.kind == "landmarks" else 1) for u in pending)
+        workers = min(os.cpu_count() or 1, 1 + int(load // IMAGES_PER_AUTO_WORKER))
+    return max(1, min(workers, len(pending)))
+
+
 def start_pool(helpers: int) -> WorkerPool | None:
-    """``helpers`` spawned worker processes (None for none).  Started before the inputs are read,
-    so the workers' start-up (importing numpy, OpenCV, torch) overlaps that work."""
+    """``helpers`` spawned worker processes besides this one (None for none)."""
     if helpers <= 0:
         return None
     context = multiprocessing.get_context("spawn")
@@ -422,8 +436,6 @@ def run_tasks(tasks: list[tuple], workers: WorkerPool | None) -> Iterator[dict[s
         for task in tasks:
             yield _run_unit_task(task)
         return
-    import cv2
-
     queue = collections.deque(tasks)
     lock = threading.Condition()
     finished: list[dict[str, Any]] = []
@@ -467,24 +479,19 @@ def run_tasks(tasks: list[tuple], workers: WorkerPool | None) -> Iterator[dict[s
             out, finished[:] = list(finished), []
         return out
 
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # this process is one of the workers now
-    try:
-        while True:
-            welcome_started_workers()
-            task = take()
-            if task is None:
-                break
-            yield _run_unit_task(task)
-            yield from drain()
-        with lock:
-            while in_pool[0] > 0:
-                lock.wait(timeout=0.5)
+    while True:
+        welcome_started_workers()
+        task = take()
+        if task is None:
+            break
+        yield _run_unit_task(task)
         yield from drain()
-        if errors:
-            raise errors[0]
-    finally:
-        cv2.setNumThreads(threads)
+    with lock:
+        while in_pool[0] > 0:
+            lock.wait(timeout=0.5)
+    yield from drain()
+    if errors:
+        raise errors[0]
 
 
 def _init_worker(ready) -> None:
@@ -575,7 +582,7 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
     start = time.perf_counter()
     out = Path(out_dir)
     size = STAGE_SIZE["pnet"]
-    pool = start_pool((cfg.sampling.workers or os.cpu_count() or 1) - 1)
+    pool = None
     try:
         inputs = load_inputs(cfg, wider_records, landmark_records)
         units, images = plan_units(inputs, num_shards, shard_index)
@@ -596,6 +603,7 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
         _prepare_work_dir(work, fingerprint)
         done = {unit.name for unit in units if (work / unit.name / UNIT_STATS).is_file()}
         pending = [unit for unit in units if unit.name not in done]
+        pool = start_pool(worker_count(cfg.sampling.workers, pending) - 1)
         crops_cut = 0
         with tqdm(total=sum(len(u.items) for u in units), initial=sum(len(u.items) for u in units if u.name in done),
                   unit="img", desc="gen-samples", disable=not progress, dynamic_ncols=True) as bar:

@@ -17,6 +17,9 @@ never trusts a half-written set.  ``.npy`` keeps the arrays memory-mappable with
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -125,6 +128,111 @@ def write_sample_set(directory: str | Path, arrays: dict[str, np.ndarray], manif
     return manifest
 
 
+# --------------------------------------------------------------------------------------------
+# Checks on a set read back from disk: a manifest or shard that was edited, damaged or swapped
+# must give a one-line UserError, not a traceback (or a pickle load) deep inside training.
+
+#: Shard names as :func:`shard_stem` writes them: a plain file name, never a path.
+_STEM = re.compile(r"shard-\d{5,}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number >= 0 from JSON (``True`` is an int in Python but not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(manifest: Any, manifest_path: Path) -> None:
+    """The fields :class:`SampleSet` relies on are there and have the right types."""
+    def refuse(problem: str) -> None:
+        raise UserError(f"{manifest_path}: tampered or damaged manifest: {problem}")
+
+    if not isinstance(manifest, dict):
+        refuse(f"expected a JSON object, got {type(manifest).__name__}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{manifest_path}: unsupported sample format {manifest.get('format_version')!r}")
+    crop_size = manifest.get("crop_size")
+    if not _is_count(crop_size) or crop_size == 0:
+        refuse(f"crop_size must be a positive whole number, got {crop_size!r}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        refuse("'shards' must be a list")
+    stems = set()
+    for number, entry in enumerate(shards):
+        if not isinstance(entry, dict) or not _is_count(entry.get("count")) or not isinstance(entry.get("stem"), str):
+            refuse(f"shard entry {number} must hold a 'stem' name and a whole-number 'count'")
+        if not _STEM.fullmatch(entry["stem"]):
+            refuse(f"shard entry {number} names {entry['stem'][:60]!r}, not a shard-NNNNN file of this folder")
+        if entry["stem"] in stems:
+            refuse(f"shard {entry['stem']} is listed twice")
+        stems.add(entry["stem"])
+    total = sum(entry["count"] for entry in shards)
+    if manifest.get("num_samples") != total:
+        refuse(f"num_samples is {manifest.get('num_samples')!r} but the shards hold {total}")
+    counts = manifest.get("counts")
+    if not isinstance(counts, dict) or not all(name in LABEL_OF and _is_count(v) for name, v in counts.items()):
+        refuse(f"'counts' must map sample types ({', '.join(LABEL_OF)}) to whole numbers")
+    images = manifest.get("images", [])
+    if not isinstance(images, list):
+        refuse("'images' must be a list")
+
+
+def _expected_shape(key: str, count: int, crop_size: int) -> tuple[int, ...]:
+    rest = {"images": (crop_size, crop_size, 3), "boxes": (4,), "landmarks": (10,), "crops": (4,)}
+    return (count, *rest.get(key, ()))
+
+
+def check_array_header(path: Path, key: str, count: int, crop_size: int) -> None:
+    """Read only the ``.npy`` header and compare dtype and shape with what the manifest implies."""
+    expected_dtype, expected_shape = np.dtype(ARRAY_DTYPES[key]), _expected_shape(key, count, crop_size)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            data_start, file_size = fh.tell(), os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        raise UserError(f"{path}: shard file missing (the manifest lists it)") from None
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise UserError(f"{path}: unreadable shard ({_one_line(exc)})") from None
+    if dtype != expected_dtype:
+        raise UserError(f"{path}: {key} array has dtype {dtype}, expected {expected_dtype}")
+    if len(shape) >= 1 and shape[0] != count and len(shape) == len(expected_shape):
+        raise UserError(f"{path}: holds {shape[0]} rows, the manifest says {count}")
+    if tuple(shape) != expected_shape:
+        raise UserError(f"{path}: {key} array has shape {tuple(shape)}, expected {expected_shape}")
+    # The data must fill the file exactly: a truncated file (or a header announcing an absurd
+    # shape that the manifest repeats) is refused before anything is allocated or mapped.
+    data_bytes = math.prod(expected_shape) * expected_dtype.itemsize
+    if file_size - data_start != data_bytes:
+        raise UserError(f"{path}: holds {file_size - data_start} bytes of data, its header needs {data_bytes} "
+                        "(truncated or damaged file)")
+
+
+def check_folder_contents(shards: list[dict[str, np.ndarray]], manifest: dict[str, Any], manifest_path: Path) -> None:
+    """The labels agree with the manifest's counts and every source names one of its images."""
+    labels = [np.asarray(shard["labels"]) for shard in shards]
+    found = count_by_type(np.concatenate(labels) if labels else np.zeros(0, np.int8))
+    stated = {name: manifest["counts"].get(name, 0) for name in found}
+    if found != stated:
+        raise UserError(f"{manifest_path}: the manifest counts {stated} but the shards hold {found}")
+    images = manifest.get("images")
+    if images:
+        for shard, entry in zip(shards, manifest["shards"]):
+            sources = np.asarray(shard["sources"])
+            if len(sources) and (sources.min() < 0 or sources.max() >= len(images)):
+                raise UserError(f"{manifest_path}: shard {entry['stem']} has sources outside the "
+                                f"{len(images)} listed images")
+
+
 @dataclass
 class SampleSet:
     """One or several sample directories read as one set.
@@ -139,6 +247,12 @@ class SampleSet:
 
     @classmethod
     def open(cls, directories: str | Path | Iterable[str | Path], mmap: bool = True) -> "SampleSet":
+        """Open finished sample sets; a tampered or damaged set raises a one-line UserError.
+
+        The manifest is checked first (its shape, shard names, counts), then every array's
+        ``.npy`` header against :data:`ARRAY_DTYPES`, the crop size and the shard's count before
+        any data is read, so a wrong dtype, an object array or an absurd shape never loads.
+        """
         if isinstance(directories, (str, Path)):
             directories = [directories]
         dirs = [Path(d) for d in directories]
@@ -152,24 +266,29 @@ class SampleSet:
                 raise UserError(f"{d}: not a finished sample set (no {MANIFEST}); run gen-samples again to finish it")
             try:
                 manifest = json.loads(manifest_path.read_text())
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{manifest_path}: unreadable manifest ({exc})") from None
-            if manifest.get("format_version") != FORMAT_VERSION:
-                raise UserError(f"{manifest_path}: unsupported sample format {manifest.get('format_version')!r}")
+            except (OSError, ValueError, RecursionError) as exc:
+                raise UserError(f"{manifest_path}: unreadable manifest ({_one_line(exc)})") from None
+            check_manifest(manifest, manifest_path)
             if crop_size is not None and manifest["crop_size"] != crop_size:
                 raise UserError(f"{d}: crop size {manifest['crop_size']} differs from {crop_size} of {dirs[0]}")
             crop_size = manifest["crop_size"]
+            folder_shards = []
             for entry in manifest["shards"]:
                 shard = {}
                 for key in ARRAY_DTYPES:
                     path = d / f"{entry['stem']}.{key}.npy"
+                    check_array_header(path, key, entry["count"], crop_size)
                     try:
                         shard[key] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-                    except (OSError, ValueError) as exc:
-                        raise UserError(f"{path}: unreadable shard ({exc})") from None
+                    except (OSError, ValueError, EOFError) as exc:
+                        raise UserError(f"{path}: unreadable shard ({_one_line(exc)})") from None
+                    if not isinstance(shard[key], np.ndarray) or shard[key].ndim == 0:
+                        raise UserError(f"{path}: not a single .npy array")
                     if len(shard[key]) != entry["count"]:
                         raise UserError(f"{path}: holds {len(shard[key])} rows, the manifest says {entry['count']}")
-                shards.append(shard)
+                folder_shards.append(shard)
+            check_folder_contents(folder_shards, manifest, manifest_path)
+            shards.extend(folder_shards)
             manifests.append(manifest)
         return cls(dirs, manifests, shards)
 

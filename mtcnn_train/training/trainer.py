@@ -504,7 +504,7 @@ def train_stage(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], run_
     paths = StagePaths(Path(run_dir), stage)
     start = decide_start(paths, resume, force)
     saved_state = None
-    if start in ("resume",):
+    if start == "resume":
         saved_state = load_checkpoint(paths.last)
         if saved_state.get("stage") != stage:
             raise UserError(f"{paths.last}: holds {saved_state.get('stage')} training, expected {stage}")

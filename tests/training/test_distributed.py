@@ -1,9 +1,11 @@
 """Two-process training with torchrun on the CPU (gloo): both ranks end with identical weights."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from mtcnn_train.nets import build_net
@@ -12,6 +14,7 @@ from mtcnn_train.training.trainer import DUMP_ENV
 from tests.training.conftest import write_tiny_samples
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     samples = write_tiny_samples(tmp_path / "samples", count=400, size=12)
     out, dump = tmp_path / "run", tmp_path / "dump"
@@ -20,7 +23,7 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "mtcnn_train", "pnet", "--samples", str(samples), "--out", str(out),
                *[arg for key, value in sets.items() for arg in ("--set", f"train.pnet.{key}={value}")]]
-    env = {**__import__("os").environ, DUMP_ENV: str(dump), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, DUMP_ENV: str(dump), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.training.conftest import write_tiny_samples
@@ -53,6 +54,7 @@ def _kill_after_mid_epoch_checkpoint(command: list[str], last: Path, timeout: fl
     return torch.load(last, weights_only=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
     samples = write_tiny_samples(tmp_path / "samples", count=2000, size=12, images_per_source=20)
 

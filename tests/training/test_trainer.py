@@ -170,3 +170,10 @@ def test_each_rank_takes_a_disjoint_part_of_the_batch():
     assert covered == list(range(64))
     with pytest.raises(UserError, match="cannot be split"):
         rank_slice(3, DistContext(0, 4, 0))
+
+
+def test_cli_reports_a_wrong_sample_size_in_one_line(cli_runner, pnet_samples, tmp_path):
+    result = cli_runner("onet", "--samples", pnet_samples, "--out", tmp_path / "out")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "48x48" in lines[0], result.stderr

@@ -1,0 +1,223 @@
+"""Run the cascade over image files, folders and videos: JSON results and annotated copies.
+
+The library side of ``mtcnn-train detect``::
+
+    DIR/detections.json       every image (file, width, height, faces) and video (per-frame faces)
+    DIR/<name>.jpg            each image with its boxes, scores and landmarks drawn
+    DIR/<name>.mp4            each video, annotated frame by frame (mp4v)
+    DIR/<name>.json           one JSON per image, with ``per_image_json``
+
+Unreadable images and videos are counted and listed under ``skipped``; they never stop the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mtcnn_train.checkpoint import stage_weights_path
+from mtcnn_train.config import STAGES, DetectionConfig
+from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.errors import ImageError, UserError
+from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+
+@dataclass
+class DetectSummary:
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    faces: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    output: Path | None = None
+
+
+@dataclass
+class _Input:
+    path: Path
+    name: str  # output name without suffix, relative to the output folder
+    kind: str  # "image" or "video"
+
+
+def collect_inputs(paths: Sequence[str | Path], exclude: Path | None = None) -> list[_Input]:
+    """Files named directly, and the images and videos inside named folders (recursively, sorted).
+
+    Output names are the file stem, or the path relative to the named folder; a clash gets
+    ``-2``, ``-3``.  Files under ``exclude`` (the output folder) are left out.
+    """
+    found: list[_Input] = []
+    taken: set[str] = set()
+
+    def add(path: Path, name: str) -> None:
+        suffix = path.suffix.lower()
+        kind = "video" if suffix in VIDEO_SUFFIXES else "image"
+        unique, k = name, 1
+        while unique in taken:
+            k += 1
+            unique = f"{name}-{k}"
+        taken.add(unique)
+        found.append(_Input(path, unique, kind))
+
+    excluded = exclude.resolve() if exclude is not None else None
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if excluded is not None and excluded in child.resolve().parents:
+                    continue
+                if child.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+                    add(child, child.relative_to(path).with_suffix("").as_posix())
+        elif path.exists():
+            add(path, path.stem)
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    return found
+
+
+def faces_json(dets: Detections) -> list[dict]:
+    faces = []
+    for i in range(len(dets)):
+        face = {"box": [round(float(v), 2) for v in dets.boxes[i]], "score": round(float(dets.scores[i]), 5)}
+        face["landmarks"] = ([[round(float(x), 2), round(float(y), 2)] for x, y in dets.landmarks[i]]
+                             if dets.landmarks is not None else None)
+        faces.append(face)
+    return faces
+
+
+def draw_detections(image_rgb: np.ndarray, dets: Detections) -> np.ndarray:
+    """A copy of the image with boxes (green), scores and landmarks (red) drawn."""
+    out = np.ascontiguousarray(image_rgb).copy()
+    thickness = max(1, round(max(out.shape[:2]) / 500))
+    for i in range(len(dets)):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in dets.boxes[i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+        cv2.putText(out, f"{dets.scores[i]:.2f}", (x1, max(0, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness, (0, 255, 0), thickness)
+        if dets.landmarks is not None:
+            radius = max(1, min(thickness + 1, round((x2 - x1) / 25)))  # small faces get small dots
+            for x, y in dets.landmarks[i]:
+                cv2.circle(out, (int(round(float(x))), int(round(float(y)))), radius, (255, 0, 0), -1)
+    return out
+
+
+def _frames(capture: cv2.VideoCapture, batch: int) -> Iterator[list[np.ndarray]]:
+    frames: list[np.ndarray] = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if len(frames) == batch:
+            yield frames
+            frames = []
+    if frames:
+        yield frames
+
+
+def _detect_frames(cascade: Cascade, capture: cv2.VideoCapture, item: _Input, last: str,
+                   record: dict, video_path: Path | None) -> None:
+    """Detect in every frame (batches of equal-size frames); write annotated frames to ``video_path``."""
+    writer = None
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    bar = tqdm(total=total, desc=item.path.name, unit="frame", leave=False)
+    try:
+        for frames in _frames(capture, cascade.cfg.batch_size):
+            height, width = frames[0].shape[:2]
+            record.setdefault("width", width)
+            record.setdefault("height", height)
+            if video_path is not None and writer is None:
+                writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), record["fps"], (width, height))
+                if not writer.isOpened():
+                    raise UserError(f"{video_path}: cannot write an mp4v video here")
+            for frame, dets in zip(frames, cascade.detect_batch(frames, stages=last)):
+                record["frames"].append({"frame": len(record["frames"]), "faces": faces_json(dets)})
+                if writer is not None:
+                    writer.write(cv2.cvtColor(draw_detections(frame, dets), cv2.COLOR_RGB2BGR))
+            bar.update(len(frames))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.release()
+    if not record["frames"]:
+        raise ImageError(f"{item.path}: no readable frames")
+
+
+def _detect_video(cascade: Cascade, item: _Input, out_dir: Path, last: str, annotate: bool) -> dict:
+    capture = cv2.VideoCapture(str(item.path))
+    try:
+        if not capture.isOpened():
+            raise ImageError(f"{item.path}: cannot open as a video")
+        record: dict = {"file": str(item.path), "fps": capture.get(cv2.CAP_PROP_FPS) or 25.0, "frames": []}
+        if not annotate:
+            _detect_frames(cascade, capture, item, last, record, None)
+            return record
+        target = out_dir / f"{item.name}.mp4"
+        with atomic_path(target) as tmp:
+            _detect_frames(cascade, capture, item, last, record, tmp)
+        record["annotated"] = target.name
+        return record
+    finally:
+        capture.release()
+
+
+def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str | Path,
+                 cfg: DetectionConfig, last_stage: str | None = None, per_image_json: bool = False,
+                 annotate: bool = True, device: str = "auto") -> DetectSummary:
+    """Detect faces in every image and video under ``paths`` with the weights in ``weights``."""
+    weights = Path(weights)
+    out_dir = Path(out_dir)
+    last = last_stage or "onet"
+    if last not in STAGES:
+        raise UserError(f"unknown stage {last!r}; expected one of {', '.join(STAGES)}")
+    wanted = STAGES[:STAGES.index(last) + 1]
+    missing = [s for s in wanted if not stage_weights_path(weights, s).is_file()]
+    if missing:
+        hint = f"; pass --stages {STAGES[STAGES.index(missing[0]) - 1]} to stop before it" if missing[0] != "pnet" else ""
+        raise UserError(f"{weights}: no {missing[0]}.pt{hint}")
+    inputs = collect_inputs(paths, exclude=out_dir)
+    if not inputs:
+        raise UserError(f"no images or videos found in {', '.join(map(str, paths))}")
+    cascade = Cascade.from_run_dir(weights, cfg, stages=wanted, device=device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = DetectSummary(output=out_dir / "detections.json")
+    images, videos = [], []
+    for item in tqdm(inputs, desc="detect", unit="file"):
+        try:
+            if item.kind == "video":
+                record = _detect_video(cascade, item, out_dir, last, annotate)
+                videos.append(record)
+                summary.videos += 1
+                summary.frames += len(record["frames"])
+                summary.faces += sum(len(f["faces"]) for f in record["frames"])
+                continue
+            image = load_image(item.path)
+        except ImageError as exc:
+            summary.skipped.append({"file": str(item.path), "error": str(exc)})
+            continue
+        dets = cascade.detect(image, stages=last)
+        height, width = image.shape[:2]
+        record = {"file": str(item.path), "width": width, "height": height, "faces": faces_json(dets)}
+        if annotate:
+            save_image(out_dir / f"{item.name}.jpg", draw_detections(image, dets))
+            record["annotated"] = f"{item.name}.jpg"
+        if per_image_json:
+            atomic_write_json(out_dir / f"{item.name}.json", record)
+        images.append(record)
+        summary.images += 1
+        summary.faces += len(dets)
+    atomic_write_json(summary.output, {
+        "weights": str(weights),
+        "stages": list(wanted),
+        "detection": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "images": images,
+        "videos": videos,
+        "skipped": summary.skipped,
+    })
+    return summary

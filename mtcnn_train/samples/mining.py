@@ -1,0 +1,139 @@
+"""Hard-example mining: ``gen-samples --stage rnet|onet --weights RUN_DIR``.
+
+R-Net learns from what P-Net lets through, O-Net from what P-Net and R-Net let through (paper
+section 2.3): the trained earlier stages run over every training image exactly as the cascade runs
+at detection time, and each candidate they keep is labelled by its IoU with the ground truth:
+
+* negative: IoU below ``sampling.neg_iou`` with **every** face (invalid and small ones included);
+* positive: IoU above ``sampling.pos_iou`` with a usable face (valid, at least min size);
+* part face: IoU in ``[part_iou, pos_iou]`` with a usable face; anything else is discarded.
+
+Crops are cut with :meth:`Cascade.crops`, the very cut R-Net and O-Net see at detection time
+(squared candidate, integer window, area resize, zero border).  Landmark crops come from the
+landmark set as for P-Net, at 24 or 48 px.  The same work units, resume rule, ratio and shard
+format as the P-Net set are used (:mod:`mtcnn_train.samples.generate`).
+
+The run logs what a user needs when R-Net or O-Net go wrong: the earlier stages' **recall** on the
+training faces (share of usable faces that some candidate covers at IoU >= 0.65 and >= 0.4) and
+the **candidates per image**.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtcnn_train.config import STAGE_SIZE, STAGES, Config
+from mtcnn_train.datasets.split import record_key
+from mtcnn_train.errors import UserError
+from mtcnn_train.geometry import iou_matrix
+from mtcnn_train.samples import sampling as smp
+from mtcnn_train.samples.shards import concat_arrays
+
+#: IoU levels at which the earlier stages' recall is reported.
+RECALL_LEVELS = (0.65, 0.4)
+
+_cascade_cache: dict[tuple, Any] = {}
+
+
+def previous_stage(stage: str) -> str:
+    if stage not in ("rnet", "onet"):
+        raise UserError(f"mining makes R-Net or O-Net samples; got --stage {stage}")
+    return STAGES[STAGES.index(stage) - 1]
+
+
+def weights_fingerprint(weights: str | Path, stage: str) -> str:
+    """Hash of the earlier stages' weight files: mined units are reused only with the same nets."""
+    digest = hashlib.sha256()
+    for name in STAGES[:STAGES.index(stage)]:
+        path = Path(weights) / f"{name}.pt"
+        if not path.is_file():
+            raise UserError(f"{path}: not found; mining {stage} samples needs the trained {name} "
+                            f"(run mtcnn-train {name} --out {weights} first)")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cascade(weights: str, stage: str, detection_cfg) -> Any:
+    """One cascade per process (workers reuse it across units)."""
+    from mtcnn_train.detector import Cascade
+
+    key = (weights, stage, repr(detection_cfg))
+    if key not in _cascade_cache:
+        _cascade_cache.clear()
+        _cascade_cache[key] = Cascade.from_run_dir(weights, detection_cfg, stages=previous_stage(stage), device="cpu")
+    return _cascade_cache[key]
+
+
+def label_candidates(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarray,
+                     bands: smp.Bands) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (int8, ``sampling.DISCARD`` outside every band) and box targets of mined candidates."""
+    max_iou, best = smp.best_face(candidates, faces)
+    target_usable = usable[best] if len(faces) else np.zeros(len(candidates), bool)
+    labels = smp.band_labels(max_iou, target_usable, bands)
+    targets = np.full((len(candidates), 4), np.nan, np.float32)
+    has_target = (labels == smp.LABEL_POSITIVE) | (labels == smp.LABEL_PART)
+    if np.any(has_target):
+        from mtcnn_train.geometry import box_offsets
+
+        targets[has_target] = box_offsets(candidates[has_target], faces[best[has_target]])
+    return labels, targets
+
+
+def recall_counts(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarray) -> dict[str, int]:
+    """How many usable faces some candidate covers at each of :data:`RECALL_LEVELS`."""
+    counts = {"faces_usable": int(usable.sum()), "candidates": int(len(candidates))}
+    best = iou_matrix(faces[usable], candidates).max(axis=1) if len(candidates) and usable.any() else np.zeros(int(usable.sum()))
+    for level in RECALL_LEVELS:
+        counts[f"covered_{level}"] = int((best >= level).sum())
+    return counts
+
+
+def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run the earlier stages over a unit of training images and keep their labelled candidates."""
+    from mtcnn_train.samples import generate as gen
+
+    stats = gen._new_stats()
+    stats.update({"faces_usable": 0, "candidates": 0, **{f"covered_{level}": 0 for level in RECALL_LEVELS}})
+    size = STAGE_SIZE[stage]
+    cascade = _cascade(weights, stage, cfg.detection)
+    bands = smp.Bands.from_config(cfg.sampling)
+    parts = []
+    for _seed_index, source_index, record in unit.items:
+        image = gen.read_image_counted(record.image_path, record_key(record), stats)
+        if image is None:
+            continue
+        stats["images"] += 1
+        height, width = image.shape[:2]
+        faces, usable = gen._detection_faces(record, width, height, cfg.sampling.min_face_size, stats)
+        candidates = cascade.detect(image, stages=previous_stage(stage)).boxes.astype(np.float64)
+        for key, value in recall_counts(candidates, faces, usable).items():
+            stats[key] += value
+        labels, targets = label_candidates(candidates, faces, usable, bands)
+        keep = labels != smp.DISCARD
+        n = int(keep.sum())
+        stats["crops"] += n
+        parts.append({
+            "images": cascade.crops(image, candidates[keep], size),
+            "labels": labels[keep],
+            "boxes": targets[keep],
+            "landmarks": np.full((n, 10), np.nan, np.float32),
+            "sources": np.full(n, source_index, np.int32),
+            "crops": candidates[keep].astype(np.float32),
+        })
+    return concat_arrays(parts, size), stats
+
+
+def recall_summary(stats: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The figures logged after mining (and stored in the manifest)."""
+    faces = max(stats.get("faces_usable", 0), 1)
+    images = max(stats.get("images", 0), 1)
+    earlier = "+".join(s[0].upper() for s in STAGES[:STAGES.index(stage)])
+    return {
+        "earlier_stages": earlier,
+        "faces_usable": stats.get("faces_usable", 0),
+        **{f"recall_at_{level}": stats.get(f"covered_{level}", 0) / faces for level in RECALL_LEVELS},
+        "candidates_per_image": stats.get("candidates", 0) / images,
+    }
