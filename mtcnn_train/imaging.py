@@ -118,7 +118,7 @@ def _window_means(table: torch.Tensor, image_index: torch.Tensor, windows: torch
         return flat.index_select(0, (base + r + c).reshape(-1)).reshape(-1, out_height, out_width, channels)
 
     total = look(rows[1], cols[1]) - look(rows[0], cols[1]) - look(rows[1], cols[0]) + look(rows[0], cols[0])
-    return total.float() / count[..., None].float()
+    return torch.div(total, count[..., None].to(torch.float32))  # int sums -> float means in one pass
 
 
 def crop_resize_area(table: torch.Tensor, image_index: torch.Tensor, windows: torch.Tensor, size: int,
@@ -160,4 +160,4 @@ def resize_area(table: torch.Tensor, out_height: int, out_width: int) -> torch.T
     rows = table.index_select(1, row_end) - table.index_select(1, row_start)
     total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
     count = (row_end - row_start)[:, None] * (col_end - col_start)[None, :]
-    return total.float().div_(count[None, :, :, None]).permute(0, 3, 1, 2)
+    return torch.div(total, count[None, :, :, None].to(torch.float32)).permute(0, 3, 1, 2)

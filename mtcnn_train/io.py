@@ -2,9 +2,9 @@
 
 Image rule (docs/CONVENTIONS.md): every image is returned as ``H x W x 3`` uint8 **RGB**.
 Grayscale is replicated to three channels, the alpha channel of RGBA is dropped, 16-bit images are
-scaled to 8 bits, EXIF orientation is applied.  Missing, unreadable, corrupt, truncated, empty, zero-size or oversized
-images raise :class:`~mtcnn_train.errors.ImageError`; long-running stages catch it, count the image
-as skipped and report the count at the end.
+scaled to 8 bits, EXIF orientation is applied.  Missing, unreadable, corrupt, truncated, empty,
+zero-size or oversized images raise :class:`~mtcnn_train.errors.ImageError`; long-running stages
+catch it, count the image as skipped and report the count at the end.
 """
 from __future__ import annotations
 
@@ -51,11 +51,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        try:
+    # The temp file, the write, the fsync and the rename can each fail (a full disk shows up at
+    # the fsync on some file systems): every one is a one-line UserError naming the file.
+    try:
+        with atomic_path(path) as tmp:
             tmp.write_bytes(data)
-        except OSError as exc:
-            raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -129,8 +131,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels.
 
     The size is the one :func:`load_image` returns: EXIF orientations 5 to 8 (a quarter turn)
-    swap width and height.  Images over :data:`MAX_IMAGE_PIXELS` are measured like any other;
-    :func:`load_image` refuses them.
+    swap width and height.  Images up to twice :data:`MAX_IMAGE_PIXELS` are measured (and
+    :func:`load_image` refuses those over the limit with their size); beyond that Pillow's own
+    check raises, and so does this, with an :class:`ImageError` saying the image is too large.
     """
     from PIL import Image
 

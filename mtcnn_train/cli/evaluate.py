@@ -1,10 +1,16 @@
 """Evaluation commands: ``eval fddb`` and ``eval wider``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import not_built
+from mtcnn_train.cli.common import config_options, get_config, prepare_output_dir
+from mtcnn_train.errors import UserError
+
+_DIR = click.Path(file_okay=False, path_type=Path)
+_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @cli.group("eval")
@@ -12,13 +18,81 @@ def eval_group() -> None:
     """Score a detector on FDDB (official protocol) or WIDER FACE (average precision)."""
 
 
-@eval_group.command("fddb", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def eval_fddb() -> None:
-    """FDDB ROC, scored like the official evaluate program."""
-    not_built("eval fddb", "issue 6")
+def _given(**options) -> list[str]:
+    return [f"--{name.replace('_', '-')}" for name, value in options.items() if value not in (None, False, (), [])]
 
 
-@eval_group.command("wider", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def eval_wider() -> None:
+@eval_group.command("fddb")
+@click.option("--fddb-root", type=_DIR, help="Folder with FDDB-folds/ and originalPics/ (default: data.fddb_root).")
+@click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
+@click.option("--folds", default=None, metavar="SPEC", help="Folds to evaluate: 1-10 (default), 2, 1,3,5-7.")
+@click.option("--box-to-ellipse/--no-box-to-ellipse", "box_to_ellipse", default=None,
+              help="Also score the boxes turned into ellipses (default: evaluation.box_to_ellipse).")
+@click.option("--detections", type=_FILE, help="Score this detection file (official FDDB layout) instead.")
+@click.option("--annotations", type=_FILE, help="FDDB ellipse list for --detections (official -a).")
+@click.option("--image-list", type=_FILE, help="Images to score, one name per line (official -l).")
+@click.option("--images", type=_DIR, help="Folder holding NAME.jpg for each listed image (official -i).")
+@click.option("--ellipse", is_flag=True, help="--detections holds ellipses 'major minor angle cx cy score'.")
+@click.option("--compare", multiple=True, type=_FILE, metavar="DISCROC",
+              help="Other DiscROC files to draw on the plot (--compare A.txt B.txt ...).")
+@click.argument("more_compare", nargs=-1, type=_FILE, metavar="")
+@click.option("--out", type=_DIR, required=True, help="Output folder (DiscROC.txt, ContROC.txt, roc.png, ...).")
+@config_options
+def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations, image_list, images, ellipse,
+              compare, more_compare, out, config_path, overrides) -> None:
+    """FDDB ROC, scored exactly like the official evaluate program."""
+    from mtcnn_train.evaluation import fddb
+
+    if more_compare and not compare:
+        raise UserError(f"unexpected argument {more_compare[0]} (did you mean --compare {more_compare[0]}?)")
+    cfg = get_config(config_path, overrides)
+    ev = cfg.evaluation
+    if detections is not None:
+        clash = _given(weights=weights, fddb_root=fddb_root, folds=folds)
+        if clash:
+            raise UserError(f"--detections scores a file; it does not combine with {', '.join(clash)}")
+        missing = [f"--{n}" for n, v in (("annotations", annotations), ("image-list", image_list), ("images", images))
+                   if v is None]
+        if missing:
+            raise UserError(f"--detections needs {', '.join(missing)}")
+        if box_to_ellipse:
+            raise UserError("--box-to-ellipse applies to --weights; for a file of ellipses use --ellipse")
+        out = prepare_output_dir(out, force=False)
+        fddb.evaluate_fddb_file(detections, annotations, image_list, images, out, ellipse=ellipse,
+                                compare=list(compare) + list(more_compare), overlap=ev.fddb_overlap,
+                                fp_points=ev.fp_points, echo=click.echo)
+        return
+    if weights is None:
+        raise UserError("give --weights RUN_DIR (detect and score) or --detections FILE (score a file)")
+    clash = _given(annotations=annotations, image_list=image_list, images=images, ellipse=ellipse, compare=compare)
+    if clash:
+        raise UserError(f"{', '.join(clash)} belong to --detections; with --weights use --fddb-root")
+    root = fddb_root or cfg.resolve_path(cfg.data.fddb_root)
+    if root is None:
+        raise UserError("--weights needs --fddb-root (or data.fddb_root in the config)")
+    out = prepare_output_dir(out, force=False)
+    fddb.evaluate_fddb_run(weights, root, out, cfg, folds=folds, box_to_ellipse=box_to_ellipse, echo=click.echo)
+
+
+@eval_group.command("wider")
+@click.option("--wider-root", type=_DIR, help="WIDER FACE folder (wider_face_split/, WIDER_<split>/images/).")
+@click.option("--split", default="val", show_default=True, help="Split under --wider-root.")
+@click.option("--annotations", type=_FILE, help="Any WIDER-format ground-truth list (instead of --wider-root).")
+@click.option("--images", type=_DIR, help="Folder the --annotations image names are relative to.")
+@click.option("--gt-dir", type=_DIR, help="Folder with the official wider_face_val.mat and wider_{easy,medium,"
+                                          "hard}_val.mat: score the easy/medium/hard settings.")
+@click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
+@click.option("--predictions", type=_DIR, help="Score an existing prediction folder (<event>/<image>.txt).")
+@click.option("--out", type=_DIR, required=True, help="Output folder (predictions/, ap.json, pr_curve.png).")
+@config_options
+def eval_wider(wider_root, split, annotations, images, gt_dir, weights, predictions, out, config_path,
+               overrides) -> None:
     """WIDER FACE average precision (official protocol)."""
-    not_built("eval wider", "issue 6")
+    from mtcnn_train.evaluation import wider
+
+    cfg = get_config(config_path, overrides)
+    if wider_root is None and annotations is None and cfg.data.wider_root is not None:
+        wider_root = cfg.resolve_path(cfg.data.wider_root)
+    out = prepare_output_dir(out, force=False)
+    wider.evaluate_wider_run(out, cfg, weights=weights, predictions=predictions, wider_root=wider_root, split=split,
+                             annotations=annotations, images=images, gt_dir=gt_dir, echo=click.echo)

@@ -85,10 +85,24 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> int:
     return n
 
 
+class _PythonWrites:
+    """A file that only has ``write``: numpy then writes through Python's file object, whose
+    errors carry the errno.  On a real file numpy's fast path (``tofile``) reports a full disk
+    as "691200 requested and 663424 written", without saying why."""
+
+    def __init__(self, fh: Any) -> None:
+        self.write = fh.write
+
+
 def save_array(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    """Write one ``.npy`` atomically; a full disk (or any write error) is a one-line UserError
+    naming the file, and leaves neither the file nor its temp file behind."""
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(_PythonWrites(fh), np.ascontiguousarray(array), allow_pickle=False)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def write_shard(directory: str | Path, index: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -110,8 +124,14 @@ def write_sample_set(directory: str | Path, arrays: dict[str, np.ndarray], manif
                      shard_size: int = 100_000) -> dict[str, Any]:
     """Write a whole sample set: shards of ``shard_size`` samples, then the manifest last."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot create the sample folder ({exc.strerror or exc})") from None
     n = check_arrays(arrays)
+    # An older set in the folder stops being a set before any of its shards is replaced: if this
+    # write fails half-way (a full disk), no manifest vouches for the mix of old and new shards.
+    (directory / MANIFEST).unlink(missing_ok=True)
     shards = []
     for index, start in enumerate(range(0, max(n, 1), shard_size)):
         part = {key: value[start:start + shard_size] for key, value in arrays.items()}

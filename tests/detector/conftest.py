@@ -29,7 +29,7 @@ def random_nets():
 @pytest.fixture
 def test_cfg():
     # min face 24 keeps the pyramid short on the small test images
-    return DetectionConfig(min_face_size=24, thresholds=[0.6, 0.5, 0.5], device="cpu")
+    return DetectionConfig(min_face_size=24, thresholds=[0.7, 0.6, 0.5], device="cpu")
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def random_run_dir(tmp_path, random_nets):
     return run_dir
 
 
-def random_image(seed: int, height: int = 90, width: int = 120) -> np.ndarray:
+def random_image(seed: int, height: int = 60, width: int = 80) -> np.ndarray:
     """Smooth random blobs (not white noise), so neighbouring windows differ smoothly."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)

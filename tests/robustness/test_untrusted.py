@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mtcnn_train.checkpoint import load_checkpoint, load_stage_net, save_checkpoint
 from mtcnn_train.config import load_config
@@ -498,3 +500,44 @@ def test_pickled_shards_never_run_code(sample_set, tmp_path):
     _shard_file(sample_set, "labels").write_bytes(payloads["object array"])
     np.load(_shard_file(sample_set, "labels"), allow_pickle=True)
     assert marker.exists()
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
+              st.text(max_size=12), st.sampled_from(["shard-00000", "shard-00001", "../shard-00000", "12", "negative"])),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)),
+    max_leaves=8,
+)
+MANIFEST_PATHS = [("crop_size",), ("num_samples",), ("format_version",), ("shards",), ("shards", 0),
+                  ("shards", 0, "stem"), ("shards", 0, "count"), ("shards", 1, "count"), ("counts",),
+                  ("counts", "positive"), ("images",), ("images", 0), ("split",), ("stage",), ()]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.lists(st.sampled_from(MANIFEST_PATHS), min_size=1, max_size=3), data=st.data())
+def test_fuzzed_manifests_open_cleanly_or_give_one_line_errors(sample_set, where, data):
+    """Any JSON value at any field the reader uses: a set that opens consistently or a UserError."""
+    original = (sample_set / MANIFEST).read_text()
+    manifest = json.loads(original)
+    for path in where:
+        value = data.draw(JSON_VALUES)
+        if not path:
+            manifest = value
+            continue
+        parent = manifest
+        try:
+            for step in path[:-1]:
+                parent = parent[step]
+            parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed the field's parent
+    (sample_set / MANIFEST).write_text(json.dumps(manifest))
+    try:
+        for mmap in (True, False):
+            opened = SampleSet.open(sample_set, mmap=mmap)
+            arrays = opened.arrays()
+            assert len(arrays["labels"]) == len(opened) == sum(opened.counts().values()) == 30
+    except UserError as exc:
+        assert_one_line(str(exc), sample_set)
+    finally:
+        (sample_set / MANIFEST).write_text(original)

@@ -1,0 +1,84 @@
+"""PNG plots of evaluation curves (matplotlib's Agg canvas; no display, no global pyplot state)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mtcnn_train.io import atomic_write_bytes
+
+
+def _figure(width: float = 7.0, height: float = 5.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _step_curve(roc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC rows ``(tpr, fp, ...)`` sorted by false positives, keeping the best TPR at each count."""
+    roc = np.asarray(roc, dtype=np.float64)
+    if len(roc) == 0:
+        return np.zeros(0), np.zeros(0)
+    order = np.lexsort((roc[:, 0], roc[:, 1]))
+    fp, tpr = roc[order, 1], roc[order, 0]
+    # Best rate reachable with at most this many false positives.
+    return fp, np.maximum.accumulate(tpr)
+
+
+def plot_roc(path: str | Path, curves: Sequence[tuple[str, np.ndarray]], title: str = "FDDB ROC",
+             max_fp: float | None = None) -> None:
+    """FDDB-style ROC: true positive rate against the number of false positives.
+
+    ``curves`` are ``(label, rows)`` with rows ``(tpr, fp[, threshold])`` as in DiscROC files.
+    The x axis ends at ``max_fp`` (default: the largest false-positive count, at most 2000, the
+    range FDDB results are usually compared over).
+    """
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    largest = 0.0
+    for label, roc in curves:
+        fp, tpr = _step_curve(roc)
+        if len(fp):
+            ax.step(fp, tpr, where="post", label=label, linewidth=1.8)
+            largest = max(largest, float(fp.max()))
+    ax.set_xlim(0, max_fp if max_fp is not None else min(max(10.0, largest * 1.05), 2000.0))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("False positives")
+    ax.set_ylabel("True positive rate")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def plot_pr(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]],
+            title: str = "WIDER FACE precision-recall") -> None:
+    """Precision-recall curves; ``curves`` are ``(label, precision, recall, ap)``."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for label, precision, recall, ap in curves:
+        precision = np.nan_to_num(np.asarray(precision, dtype=np.float64), nan=0.0)
+        recall = np.asarray(recall, dtype=np.float64)
+        name = f"{label} (AP {ap:.3f})" if ap == ap else f"{label} (no faces)"
+        ax.plot(recall, precision, label=name, linewidth=1.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(loc="lower left")
+    _save(fig, path)

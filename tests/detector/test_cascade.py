@@ -1,0 +1,129 @@
+"""The cascade on random-weight nets: shapes, stages, batching, loading."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.errors import UserError
+from mtcnn_train.geometry import iou_matrix
+
+from .conftest import random_image
+
+
+def _same(a: Detections, b: Detections) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    if a.landmarks is None:
+        assert b.landmarks is None
+    else:
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
+def test_full_cascade_output_types(random_nets, test_cfg):
+    cascade = Cascade(*random_nets, cfg=test_cfg)
+    dets = cascade.detect(random_image(0))
+    assert len(dets) > 0, "thresholds in the fixture should let some random-net candidates through"
+    assert dets.boxes.dtype == np.float32 and dets.boxes.shape == (len(dets), 4)
+    assert dets.scores.dtype == np.float32 and np.all(dets.scores > test_cfg.thresholds[2])
+    assert dets.landmarks.shape == (len(dets), 5, 2) and dets.landmarks.dtype == np.float32
+    assert np.all(np.diff(dets.scores) <= 0)  # highest score first
+    # the final NMS uses the 'Min' overlap: no two kept boxes overlap above the threshold
+    b = dets.boxes.astype(np.float64)
+    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    overlap = iw * ih / np.minimum(area[:, None], area[None, :])
+    np.fill_diagonal(overlap, 0)
+    assert overlap.max(initial=0) <= test_cfg.nms_onet + 1e-5
+
+
+def test_batch_gives_the_same_as_one_by_one(random_nets, test_cfg):
+    cascade = Cascade(*random_nets, cfg=test_cfg)
+    images = [random_image(1), random_image(2), random_image(3, 50, 70)]  # two sizes: grouped
+    batched = cascade.detect_batch(images)
+    for image, dets in zip(images, batched):
+        _same(cascade.detect(image), dets)
+    # a batch size smaller than the group splits it; results do not change
+    small = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, batch_size=1))
+    for a, b in zip(small.detect_batch(images), batched):
+        _same(a, b)
+
+
+def test_stopping_after_pnet_and_rnet(random_nets, test_cfg):
+    cascade = Cascade(*random_nets, cfg=test_cfg)
+    image = random_image(4)
+    proposals = cascade.propose(image)
+    refined = cascade.detect(image, stages="rnet")
+    final = cascade.detect(image, stages=("pnet", "rnet", "onet"))
+    assert proposals.landmarks is None and refined.landmarks is None and final.landmarks is not None
+    assert len(proposals) >= len(refined) > 0
+    assert np.all(proposals.scores >= test_cfg.thresholds[0])
+    assert np.all(refined.scores > test_cfg.thresholds[1])
+    for dets in (proposals, refined):  # the next stage's inputs: squares
+        np.testing.assert_allclose(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1], atol=1e-3)
+    # a cascade built without O-Net stops after R-Net by itself, with the same result
+    _same(Cascade(random_nets[0], random_nets[1], cfg=test_cfg).detect(image), refined)
+    _same(Cascade(random_nets[0], cfg=test_cfg).detect(image), proposals)
+    with pytest.raises(UserError, match="only pnet"):
+        Cascade(random_nets[0], cfg=test_cfg).detect(image, stages="onet")
+    with pytest.raises(UserError, match="in order"):
+        cascade.detect(image, stages=("pnet", "onet"))
+
+
+def test_proposals_are_the_inputs_rnet_sees(random_nets, test_cfg):
+    """P+R from scratch equals R-Net run on the P-only proposals' crops (cut with Cascade.crops)."""
+    cascade = Cascade(*random_nets, cfg=test_cfg)
+    image = random_image(5)
+    proposals = cascade.propose(image)
+    crops = cascade.crops(image, proposals.boxes, 24)
+    assert crops.shape == (len(proposals), 24, 24, 3) and crops.dtype == np.uint8
+    with torch.no_grad():
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - 127.5) / 128
+        probs = torch.softmax(random_nets[1](x)[0], 1)[:, 1].numpy()
+    refined = cascade.detect(image, stages="rnet")
+    # crops() rounds to uint8, so compare decisions away from the threshold only
+    passing = probs > test_cfg.thresholds[1] + 0.02
+    assert passing.sum() > 0 and len(refined) > 0
+    assert len(refined) <= (probs > test_cfg.thresholds[1] - 0.02).sum()
+
+
+def test_small_blank_and_bad_images(random_nets, test_cfg):
+    cascade = Cascade(*random_nets, cfg=test_cfg)
+    tiny = np.zeros((10, 10, 3), np.uint8)  # smaller than the smallest face: no pyramid level
+    dets = cascade.detect(tiny)
+    assert len(dets) == 0 and dets.boxes.shape == (0, 4) and dets.landmarks.shape == (0, 5, 2)
+    assert len(cascade.detect(tiny, stages="pnet")) == 0 and cascade.detect(tiny, stages="pnet").landmarks is None
+    with pytest.raises(UserError, match="uint8"):
+        cascade.detect(np.zeros((20, 20, 3), np.float32))
+    with pytest.raises(UserError, match="H x W x 3"):
+        cascade.detect(np.zeros((20, 20), np.uint8))
+
+
+def test_from_run_dir(random_run_dir, random_nets, test_cfg):
+    image = random_image(6)
+    loaded = Cascade.from_run_dir(random_run_dir, test_cfg, device="cpu")
+    assert loaded.stages == ("pnet", "rnet", "onet") and loaded.device.type == "cpu"
+    _same(loaded.detect(image), Cascade(*random_nets, cfg=test_cfg).detect(image))
+    p_only = Cascade.from_run_dir(random_run_dir, test_cfg, stages=("pnet",), device="cpu")
+    assert p_only.stages == ("pnet",)
+    (random_run_dir / "onet.pt").unlink()
+    with pytest.raises(UserError, match="onet.pt"):
+        Cascade.from_run_dir(random_run_dir, test_cfg)
+    with pytest.raises(UserError, match="not found"):
+        Cascade.from_run_dir(random_run_dir / "nowhere", test_cfg)
+
+
+def test_zero_and_clip_borders_differ_only_at_the_border(random_nets, test_cfg):
+    image = random_image(7)
+    zero = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, crop_border="zero")).detect(image, stages="rnet")
+    clip = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, crop_border="clip")).detect(image, stages="rnet")
+    inside = lambda d: d.boxes[(d.boxes[:, 0] > 2) & (d.boxes[:, 1] > 2) & (d.boxes[:, 2] < 78) & (d.boxes[:, 3] < 58)]
+    a, b = inside(zero), inside(clip)
+    # boxes well inside the image were cut identically; R-Net calibration moved them the same way
+    if len(a) and len(b):
+        assert (iou_matrix(a, b).max(1) > 0.99).mean() > 0.8

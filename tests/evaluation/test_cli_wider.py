@@ -1,0 +1,53 @@
+"""``eval wider`` from the command line: a WIDER-format list or the official .mat files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from mtcnn_train.evaluation import wider
+from tests.evaluation.test_wider import FACES, write_official_mats
+
+GT_TEXT = """0--Parade/0_Parade_a.jpg
+2
+10 10 20 20 0 0 0 0 0 0 
+50 50 30 30 0 0 0 1 0 0 
+1--Handshaking/1_Hand_c.jpg
+1
+5 5 40 40 0 0 0 0 0 0 
+"""
+
+
+def test_predictions_against_a_wider_list(tmp_path, cli_runner):
+    (tmp_path / "gt.txt").write_text(GT_TEXT)
+    wider.write_predictions(tmp_path / "preds", {
+        "0--Parade/0_Parade_a": np.array([[50, 50, 30, 30, 0.99], [10, 10, 20, 20, 0.9], [300, 300, 9, 9, 0.1]]),
+        "1--Handshaking/1_Hand_c": np.array([[5, 5, 40, 40, 0.5]]),
+    })
+    out = tmp_path / "out"
+    result = cli_runner("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path / "images",
+                        "--predictions", tmp_path / "preds", "--out", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "ap.json").read_text())
+    # The face flagged invalid is ignored: its hit is dropped, both valid faces are found first.
+    assert summary["ap"]["all"] == {"ap": 1.0, "faces": 2}
+    assert (out / "pr_curve.png").stat().st_size > 0 and (out / "pr_all.txt").exists()
+    assert "WIDER all    AP 1.0000" in result.stdout
+
+
+def test_official_settings_from_mat_files(tmp_path, cli_runner):
+    write_official_mats(tmp_path, {"0--Parade": {"files": [("0_Parade_a", FACES)], "easy": [[1]], "medium": [[1, 2]],
+                                                 "hard": [[1, 2]]}})
+    wider.write_predictions(tmp_path / "preds", {"0--Parade/0_Parade_a": np.array([[10, 10, 20, 20, 0.9]])})
+    result = cli_runner("eval", "wider", "--gt-dir", tmp_path, "--predictions", tmp_path / "preds", "--out",
+                        tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    aps = json.loads((tmp_path / "out" / "ap.json").read_text())["ap"]
+    assert aps["easy"]["ap"] == 1.0 and aps["hard"]["ap"] == 0.5
+
+
+def test_needs_exactly_one_source_of_predictions(tmp_path, cli_runner):
+    (tmp_path / "gt.txt").write_text(GT_TEXT)
+    result = cli_runner("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path, "--out",
+                        tmp_path / "out")
+    assert result.returncode == 2 and "exactly one of --weights" in result.stderr
