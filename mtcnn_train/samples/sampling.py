@@ -115,11 +115,12 @@ def _level_images(image: np.ndarray, levels: np.ndarray, correct_edges: bool) ->
             continue
         block = 2 ** level
         rows, cols = -(-height // block), -(-width // block)
-        level_image = source[:rows, :cols]
+        # A view is enough: OpenCV reads rows with any stride, so the padded copy is not copied again.
+        level_image = image if level == 0 else source[:rows, :cols]
         cover_h, cover_w = height - (rows - 1) * block, width - (cols - 1) * block
         if correct_edges and (cover_h < block or cover_w < block):
             level_image = _rescale_edges(level_image, block / cover_h, block / cover_w)
-        out[level] = np.ascontiguousarray(level_image)
+        out[level] = level_image
     return out
 
 

@@ -32,6 +32,8 @@ from mtcnn_train.samples.shards import LABEL_NAMES, LABEL_LANDMARK, LABEL_PART, 
 #: crop's mean, brightness shifted by up to BRIGHTNESS_JITTER grey levels (of 255).
 CONTRAST_JITTER = 0.15
 BRIGHTNESS_JITTER = 15.0
+#: The 1/128 of ``nets.normalize``.
+NORMALIZE_SCALE = 0.0078125
 #: Samples copied to the device per chunk while loading a resident set (bounds host memory).
 _LOAD_CHUNK = 65_536
 #: Batches gathered ahead of the training step when the set is streamed from the shards.
@@ -156,21 +158,28 @@ def mirror_landmarks(landmarks: torch.Tensor) -> torch.Tensor:
 
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor,
                   generator: torch.Generator) -> Batch:
-    """Random flip and brightness/contrast jitter of a uint8 batch, then normalisation."""
+    """Random flip and brightness/contrast jitter of a uint8 batch, then normalisation.
+
+    Per crop: ``y = clamp(mean + c (x - mean) + b, 0, 255)``, normalised as ``(y - 127.5) / 128``.
+    The jitter and the normalisation are folded into one multiply-add and one clamp, and the flip is
+    done on the uint8 pixels, so the batch is read and written only a few times.
+    """
     n = images.shape[0]
-    device = images.device
-    draws = torch.rand((3, n), generator=generator, device=device)
+    draws = torch.rand((3, n), generator=generator, device=images.device)
     flip = draws[0] < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(3), images)
     x = images.float()
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
     contrast = 1.0 + (draws[1] * 2 - 1) * CONTRAST_JITTER
     brightness = (draws[2] * 2 - 1) * BRIGHTNESS_JITTER
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * contrast[:, None, None, None] + mean + brightness[:, None, None, None]).clamp_(0.0, 255.0)
+    mean = x.mean(dim=(1, 2, 3))
+    # normalize(mean + c (x - mean) + b) = x * c/128 + (mean (1 - c) + b - 127.5) / 128
+    scale = (contrast * NORMALIZE_SCALE)[:, None, None, None]
+    shift = ((mean * (1.0 - contrast) + brightness - 127.5) * NORMALIZE_SCALE)[:, None, None, None]
+    x = torch.addcmul(shift, x, scale).clamp_(-127.5 * NORMALIZE_SCALE, 127.5 * NORMALIZE_SCALE)
     boxes = torch.where(flip[:, None], mirror_boxes(boxes), boxes)
     # Rows without landmark targets hold zeros; mirroring them is harmless (the loss masks them).
     landmarks = torch.where(flip[:, None], mirror_landmarks(landmarks), landmarks)
-    return Batch(normalize(x), labels, boxes, landmarks)
+    return Batch(x, labels, boxes, landmarks)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,14 +18,14 @@ GT_TEXT = """0--Parade/0_Parade_a.jpg
 """
 
 
-def test_predictions_against_a_wider_list(tmp_path, cli_runner):
+def test_predictions_against_a_wider_list(tmp_path, run_cli):
     (tmp_path / "gt.txt").write_text(GT_TEXT)
     wider.write_predictions(tmp_path / "preds", {
         "0--Parade/0_Parade_a": np.array([[50, 50, 30, 30, 0.99], [10, 10, 20, 20, 0.9], [300, 300, 9, 9, 0.1]]),
         "1--Handshaking/1_Hand_c": np.array([[5, 5, 40, 40, 0.5]]),
     })
     out = tmp_path / "out"
-    result = cli_runner("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path / "images",
+    result = run_cli("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path / "images",
                         "--predictions", tmp_path / "preds", "--out", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "ap.json").read_text())
@@ -35,19 +35,19 @@ def test_predictions_against_a_wider_list(tmp_path, cli_runner):
     assert "WIDER all    AP 1.0000" in result.stdout
 
 
-def test_official_settings_from_mat_files(tmp_path, cli_runner):
+def test_official_settings_from_mat_files(tmp_path, run_cli):
     write_official_mats(tmp_path, {"0--Parade": {"files": [("0_Parade_a", FACES)], "easy": [[1]], "medium": [[1, 2]],
                                                  "hard": [[1, 2]]}})
     wider.write_predictions(tmp_path / "preds", {"0--Parade/0_Parade_a": np.array([[10, 10, 20, 20, 0.9]])})
-    result = cli_runner("eval", "wider", "--gt-dir", tmp_path, "--predictions", tmp_path / "preds", "--out",
+    result = run_cli("eval", "wider", "--gt-dir", tmp_path, "--predictions", tmp_path / "preds", "--out",
                         tmp_path / "out")
     assert result.returncode == 0, result.stderr
     aps = json.loads((tmp_path / "out" / "ap.json").read_text())["ap"]
     assert aps["easy"]["ap"] == 1.0 and aps["hard"]["ap"] == 0.5
 
 
-def test_needs_exactly_one_source_of_predictions(tmp_path, cli_runner):
+def test_needs_exactly_one_source_of_predictions(tmp_path, run_cli):
     (tmp_path / "gt.txt").write_text(GT_TEXT)
-    result = cli_runner("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path, "--out",
+    result = run_cli("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path, "--out",
                         tmp_path / "out")
     assert result.returncode == 2 and "exactly one of --weights" in result.stderr

@@ -133,14 +133,14 @@ def _random_run_dir(tmp_path):
     return run_dir
 
 
-def test_cli_weights_runs_the_real_cascade(tmp_path, records, cli_runner):
+def test_cli_weights_runs_the_real_cascade(tmp_path, records, run_cli):
     from mtcnn_train.datasets.fddb import write_fddb_fold
 
     root = tmp_path  # records' images already sit in tmp_path/originalPics/<name>.jpg
     write_fddb_fold(records, root / "FDDB-folds" / "FDDB-fold-01-ellipseList.txt", root / "FDDB-folds" / "FDDB-fold-01.txt")
     run_dir = _random_run_dir(tmp_path)
     settings = ["--set", "detection.min_face_size=24", "--set", "detection.device=cpu"]
-    result = cli_runner("eval", "fddb", "--fddb-root", root, "--folds", "1", "--weights", run_dir, "--out",
+    result = run_cli("eval", "fddb", "--fddb-root", root, "--folds", "1", "--weights", run_dir, "--out",
                         tmp_path / "fddb", "--box-to-ellipse", *settings)
     assert result.returncode == 0, result.stderr
     for sub in ("", "box_to_ellipse/"):
@@ -149,7 +149,7 @@ def test_cli_weights_runs_the_real_cascade(tmp_path, records, cli_runner):
     assert list(fddb.read_detections(tmp_path / "fddb" / "detections.txt")) == ["img_0", "img_1", "img_2"]
 
     (tmp_path / "gt.txt").write_text("".join(f"{r.name}.jpg\n1\n1 1 10 10 0 0 0 0 0 0\n" for r in records))
-    result = cli_runner("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", root / "originalPics",
+    result = run_cli("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", root / "originalPics",
                         "--weights", run_dir, "--out", tmp_path / "wider", *settings)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "wider" / "predictions").iterdir()) == ["img_0.txt", "img_1.txt", "img_2.txt"]

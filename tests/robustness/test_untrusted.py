@@ -88,6 +88,8 @@ def hostile_checkpoints(folder: Path, marker: Path) -> dict[str, Path]:
     return files
 
 
+# torch warns that the hostile files use pickle protocols it does not expect; that is the point.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_checkpoints_never_run_code(tmp_path):
     marker = tmp_path / "PWNED"
     files = hostile_checkpoints(tmp_path, marker)

@@ -177,3 +177,13 @@ def test_cli_reports_a_wrong_sample_size_in_one_line(cli_runner, pnet_samples, t
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "48x48" in lines[0], result.stderr
+
+
+def test_bf16_autocast_trains_and_fp16_needs_cuda(pnet_samples, tmp_path):
+    result = train_stage("pnet", tiny_config("pnet", epochs=1, amp="bf16"), [pnet_samples], tmp_path / "bf16")
+    assert result["train"]["loss"] == pytest.approx(result["train"]["loss"])  # finite, not NaN
+    weights = torch.load(tmp_path / "bf16" / "pnet.pt", weights_only=True)["model"]
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in weights.values())
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="fp16 needs a CUDA"):
+            train_stage("pnet", tiny_config("pnet", amp="fp16", device="cpu"), [pnet_samples], tmp_path / "fp16")
