@@ -249,9 +249,13 @@ class Cascade:
             _check_image(image, i)
             by_size[image.shape].append(i)
         results: list[Detections | None] = [None] * len(images)
+        # On a GPU, equal-size images are stacked through the pyramid.  On the CPU they go one by
+        # one: stacking 16 images of 1024x768 measured 1.4x slower (the activations of a whole
+        # batch spill out of the caches), and nothing else in the cascade gains from it there.
+        step = self.cfg.batch_size if self.device.type == "cuda" else 1
         for indices in by_size.values():
-            for lo in range(0, len(indices), self.cfg.batch_size):
-                chunk = indices[lo:lo + self.cfg.batch_size]
+            for lo in range(0, len(indices), step):
+                chunk = indices[lo:lo + step]
                 for i, dets in zip(chunk, self._detect_same_size([images[i] for i in chunk], last)):
                     results[i] = dets
         return results  # type: ignore[return-value]
@@ -320,19 +324,23 @@ class Cascade:
         """P-Net over the pyramid: per-scale NMS, cross-scale NMS, regression, squaring."""
         cfg = self.cfg
         pnet = self.nets["pnet"]
-        _, _, height, width = pixels.shape
+        batch, _, height, width = pixels.shape
         found = []
-        for scale in pyramid_scales(height, width, cfg.min_face_size, cfg.scale_factor):
+        for level_index, scale in enumerate(pyramid_scales(height, width, cfg.min_face_size, cfg.scale_factor)):
             level = self._resize(pixels, table, scaled_size(height, width, scale))
             logits, offsets = _pnet_maps(pnet, level)
             probs = torch.softmax(logits, dim=1)[:, 1]
             image_index, windows, scores, cell_offsets = pnet_candidates(probs, offsets, scale, cfg.thresholds[0])
-            keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_scale)
-            found.append((image_index[keep], windows[keep], scores[keep], cell_offsets[keep]))
+            found.append((image_index, windows, scores, cell_offsets, torch.full_like(image_index, level_index)))
         if not found or sum(len(f[0]) for f in found) == 0:
             empty = torch.zeros((0, 4), device=self.device)
             return torch.zeros(0, dtype=torch.long, device=self.device), empty, torch.zeros(0, device=self.device)
-        image_index, windows, scores, offsets = (torch.cat(parts) for parts in zip(*found))
+        image_index, windows, scores, offsets, level = (torch.cat(parts) for parts in zip(*found))
+        # One NMS call for every (scale, image) group at once.  Kept indices come back sorted by
+        # score, ties in candidate order (scale by scale), the order the reference's per-scale
+        # picks have once concatenated and stably sorted for the cross-scale NMS.
+        keep = batched_nms(windows, scores, level * batch + image_index, cfg.nms_pnet_scale)
+        image_index, windows, scores, offsets = image_index[keep], windows[keep], scores[keep], offsets[keep]
         keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_all)
         # The reference regresses P-Net windows with their inclusive width x2 - x1 (no +1).
         boxes = inclusive_to_edges(calibrate(windows[keep], offsets[keep]))

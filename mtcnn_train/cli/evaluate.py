@@ -36,10 +36,14 @@ def _given(**options) -> list[str]:
 @click.option("--compare", multiple=True, type=_FILE, metavar="DISCROC",
               help="Other DiscROC files to draw on the plot (--compare A.txt B.txt ...).")
 @click.argument("more_compare", nargs=-1, type=_FILE, metavar="")
+@click.option("--matching", type=click.Choice(["official", "optimal"]), default="official", show_default=True,
+              help="Face-detection matching. official: the published evaluate program's Hungarian solver, "
+                   "reproduced exactly, so the numbers are the published program's (it sometimes misses the "
+                   "largest total overlap). optimal: the true maximum-overlap matching (SciPy).")
 @click.option("--out", type=_DIR, required=True, help="Output folder (DiscROC.txt, ContROC.txt, roc.png, ...).")
 @config_options
 def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations, image_list, images, ellipse,
-              compare, more_compare, out, config_path, overrides) -> None:
+              compare, more_compare, matching, out, config_path, overrides) -> None:
     """FDDB ROC, scored exactly like the official evaluate program."""
     from mtcnn_train.evaluation import fddb
 
@@ -60,7 +64,7 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
         out = prepare_output_dir(out, force=False)
         fddb.evaluate_fddb_file(detections, annotations, image_list, images, out, ellipse=ellipse,
                                 compare=list(compare) + list(more_compare), overlap=ev.fddb_overlap,
-                                fp_points=ev.fp_points, echo=click.echo)
+                                fp_points=ev.fp_points, echo=click.echo, matching=matching)
         return
     if weights is None:
         raise UserError("give --weights RUN_DIR (detect and score) or --detections FILE (score a file)")
@@ -71,7 +75,8 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
     if root is None:
         raise UserError("--weights needs --fddb-root (or data.fddb_root in the config)")
     out = prepare_output_dir(out, force=False)
-    fddb.evaluate_fddb_run(weights, root, out, cfg, folds=folds, box_to_ellipse=box_to_ellipse, echo=click.echo)
+    fddb.evaluate_fddb_run(weights, root, out, cfg, folds=folds, box_to_ellipse=box_to_ellipse, echo=click.echo,
+                           matching=matching)
 
 
 @eval_group.command("wider")

@@ -14,9 +14,11 @@ with its evidence in docs/FDDB.md.  In short:
   ``round(left + width), round(top + height)`` *inclusive* (one pixel wider and taller than the
   box).
 * For each image and each distinct detection score ``s`` (ascending), the detections with score
-  ``>= s`` are matched one-to-one to the faces so that the total overlap is largest; a matched pair
-  is a true positive when its overlap is above 0.5; the continuous score adds the overlaps of all
-  matched pairs; false positives are the kept detections that are not true positives.
+  ``>= s`` are matched one-to-one to the faces by the official Hungarian solver (reproduced in
+  :mod:`mtcnn_train.evaluation.fddb_matching`; it does not always find the largest total overlap,
+  ``matching="optimal"`` does); a matched pair is a true positive when its overlap is above 0.5;
+  the continuous score adds the overlaps of all matched pairs; false positives are the kept
+  detections that are not true positives.
 * The per-image curves are merged over the union of all thresholds; an image with no detections
   contributes one point at the largest double (printed ``1.79769e+308``).
 * ``DiscROC.txt`` rows are ``TPR FP threshold`` and ``ContROC.txt`` rows ``TPR FP``, in ascending
@@ -37,9 +39,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from mtcnn_train.errors import AnnotationError, ImageError, UserError
+from mtcnn_train.evaluation.fddb_matching import MATCHING_METHODS, OfficialSolverError, assignment
 from mtcnn_train.io import atomic_write_json, atomic_write_text, image_size
 
 #: Threshold the official program gives an image without detections (C++ DBL_MAX on Linux).
@@ -447,32 +449,33 @@ class _ImageCurve:
     num_faces: int
 
 
-def _match(overlaps: np.ndarray, positive_threshold: float) -> tuple[int, float]:
-    """One-to-one matching that maximises total overlap, as Matching::runHungarian does it.
+def check_matching(matching: str) -> str:
+    """``matching`` itself if it is a known method, else a :class:`UserError`."""
+    if matching not in MATCHING_METHODS:
+        raise UserError(f"unknown FDDB matching {matching!r}; expected one of {', '.join(MATCHING_METHODS)}")
+    return matching
 
-    Faces and detections without any positive overlap are dropped first; the matrix is used
-    transposed when more faces than detections remain, and the matched overlaps are added up in
-    the order of the matrix rows (faces, or detections when transposed) so that the continuous
-    score is summed like the C++ does.  Pairs with overlap 0 are not matches.
+
+def _match(overlaps: np.ndarray, positive_threshold: float, matching: str = "official") -> tuple[int, float]:
+    """Matching::runHungarian: true positives and summed overlap of the one-to-one matching.
+
+    ``matching="official"`` reproduces the official solver's pairs (sometimes not the largest
+    total), ``"optimal"`` takes a matching of largest total overlap; both drop faces and
+    detections without positive overlap first and pairs of overlap 0 after (see
+    :mod:`mtcnn_train.evaluation.fddb_matching`).  The matched overlaps come in the order the
+    C++ lists them (by face, or by detection when it transposed the matrix) and are added up in
+    that order, so that the continuous score is the same double.
     """
-    positive = overlaps > 0
-    rows = np.flatnonzero(positive.any(axis=1))
-    cols = np.flatnonzero(positive.any(axis=0))
-    if len(rows) == 0 or len(cols) == 0:
-        return 0, 0.0
-    sub = overlaps[np.ix_(rows, cols)]
-    r, c = linear_sum_assignment(sub, maximize=True)
-    scores = sub[r, c]
-    keep = scores > 0
-    order_key = c if len(rows) > len(cols) else r
-    scores = scores[keep][np.argsort(order_key[keep], kind="stable")]
+    rows, cols = assignment(overlaps, matching)
+    scores = overlaps[rows, cols]
     total = 0.0
     for value in scores.tolist():  # left-to-right double sum, like TPCont += score
         total += value
     return int(np.count_nonzero(scores > positive_threshold)), total
 
 
-def image_curve(overlaps: np.ndarray, scores: np.ndarray, positive_threshold: float = 0.5) -> _ImageCurve:
+def image_curve(overlaps: np.ndarray, scores: np.ndarray, positive_threshold: float = 0.5,
+                matching: str = "official") -> _ImageCurve:
     """The official per-image loop: for each distinct score ``s`` keep detections ``>= s``, match."""
     overlaps = np.asarray(overlaps, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -488,13 +491,14 @@ def image_curve(overlaps: np.ndarray, scores: np.ndarray, positive_threshold: fl
     touches = (overlaps > 0).any(axis=0) if num_faces else np.zeros(len(scores), dtype=bool)
     cached: tuple[int, float] = (0, 0.0)
     previous_touching = -1
-    # Walk from the highest threshold down; the matching only changes when a detection that
-    # touches a face joins the kept set, so it is recomputed only then.
+    # Walk from the highest threshold down.  The matrix the solver sees holds only the kept
+    # detections that touch a face (and the faces they touch), so the matching only changes when
+    # such a detection joins the kept set; it is recomputed only then.
     for t in range(k - 1, -1, -1):
         kept = scores >= thresholds[t]
         touching = int(np.count_nonzero(kept & touches))
         if touching != previous_touching:
-            cached = _match(overlaps[:, kept], positive_threshold) if touching else (0, 0.0)
+            cached = _match(overlaps[:, kept], positive_threshold, matching) if touching else (0, 0.0)
             previous_touching = touching
         tp_disc[t], tp_cont[t] = cached
         fp[t] = np.count_nonzero(kept) - cached[0]
@@ -545,7 +549,8 @@ def _face_ellipses(item: Any) -> tuple[str, np.ndarray]:
 
 def score_fddb(annotations: Iterable[Any], detections: Mapping[str, np.ndarray],
                image_sizes: Mapping[str, tuple[int, int]], overlap: float = 0.5,
-               ellipse_detections: bool = False, progress: bool = False) -> FddbResult:
+               ellipse_detections: bool = False, progress: bool = False,
+               matching: str = "official") -> FddbResult:
     """Score detections against FDDB face ellipses exactly like the official program.
 
     Args:
@@ -556,9 +561,14 @@ def score_fddb(annotations: Iterable[Any], detections: Mapping[str, np.ndarray],
             absent counts as an image without detections (and is listed in the result).
         image_sizes: name -> ``(height, width)``; regions are cut to the image.
         overlap: a matched pair is a true positive when its overlap is above this (official 0.5).
+        matching: ``"official"`` (default) matches faces and detections exactly as the official
+            program's solver does, so the curves are the published program's; ``"optimal"`` uses
+            a matching of largest total overlap (SciPy), which the official solver sometimes
+            misses (docs/FDDB.md).
     """
     from tqdm import tqdm
 
+    check_matching(matching)
     width = 6 if ellipse_detections else 5
     curves = []
     missing: list[str] = []
@@ -578,7 +588,11 @@ def score_fddb(annotations: Iterable[Any], detections: Mapping[str, np.ndarray],
         if len(det) == 0:
             empty += 1
         ious = region_overlaps(faces, det, height, width_px, ellipse_detections)
-        curves.append(image_curve(ious, det[:, -1], overlap))
+        try:
+            curves.append(image_curve(ious, det[:, -1], overlap, matching))
+        except OfficialSolverError as exc:
+            raise UserError(f"{name}: the official FDDB solver fails on this image ({exc}), as the official "
+                            "program would; score it with --matching optimal") from None
     disc, cont = merge_curves(curves)
     return FddbResult(disc=disc, cont=cont, num_faces=sum(c.num_faces for c in curves), num_images=len(curves),
                       images_without_detections=empty, missing_detections=missing)
@@ -648,13 +662,16 @@ def _read_annotations(annotations: str | Path, images_dir: str | Path) -> list[A
 def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path, image_list: str | Path,
                        images_dir: str | Path, out_dir: str | Path, ellipse: bool = False,
                        compare: Sequence[str | Path] = (), overlap: float = 0.5,
-                       fp_points: Sequence[int] = (100, 500, 1000, 2000), echo=print) -> FddbResult:
+                       fp_points: Sequence[int] = (100, 500, 1000, 2000), echo=print,
+                       matching: str = "official") -> FddbResult:
     """Score an existing detection file: the replacement for the official ``evaluate`` program.
 
     Images are taken from ``image_list`` (official ``-l``), their faces from ``annotations_file``
     (``-a``), their sizes from ``images_dir/NAME.jpg`` (``-i`` with ``-z .jpg``).  Writes
     ``DiscROC.txt``, ``ContROC.txt``, ``summary.json`` and ``roc.png`` into ``out_dir``.
+    ``matching`` is ``"official"`` or ``"optimal"`` (see :func:`score_fddb`).
     """
+    check_matching(matching)
     out_dir = Path(out_dir)
     names = read_image_list(image_list)
     records = {r.name: r for r in _read_annotations(annotations_file, images_dir)}
@@ -671,9 +688,9 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
     listed = set(names)
     unlisted = [n for n in detections if n not in listed]
     result = score_fddb([(n, records[n].ellipses) for n in names], detections, sizes, overlap=overlap,
-                        ellipse_detections=ellipse, progress=True)
+                        ellipse_detections=ellipse, progress=True, matching=matching)
     write_result(out_dir, result, fp_points, {"detections": str(detections_file),
-                                              "detections_not_in_list": len(unlisted)})
+                                              "detections_not_in_list": len(unlisted), "matching": matching})
     plot = _plot(out_dir, result, Path(detections_file).stem, [Path(p) for p in compare])
     echo(describe(result, fp_points))
     if unlisted:
@@ -791,7 +808,7 @@ def detect_images(cascade: Any, items: Sequence[tuple[str, Path]], batch_size: i
 
 def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: str | Path, cfg: Any,
                                 box_to_ellipse: bool | None = None, fingerprint: dict[str, Any] | None = None,
-                                echo=print) -> dict[str, FddbResult]:
+                                echo=print, matching: str = "official") -> dict[str, FddbResult]:
     """Detect faces in FDDB images, write the official detection file, score it, write a report.
 
     ``records`` are FaceRecords with ``.name``, ``.image_path`` and ``.ellipses``.  Writes into
@@ -800,10 +817,12 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     same under ``box_to_ellipse/``, scored with the boxes turned into upright ellipses
     (:func:`mtcnn_train.geometry.box_to_ellipse`).  Returns ``{"rectangles": result[,
     "box_to_ellipse": result]}``.  Rerunning after an interruption continues from the images
-    already detected with the same detector (``fingerprint``).
+    already detected with the same detector (``fingerprint``).  ``matching`` is ``"official"``
+    or ``"optimal"`` (see :func:`score_fddb`).
     """
     from mtcnn_train.geometry import box_to_ellipse as to_ellipse
 
+    check_matching(matching)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ev = cfg.evaluation
@@ -821,8 +840,9 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     written = read_detections(out_dir / DETECTIONS_NAME)
     fp_points = list(ev.fp_points)
     annotations = [(r.name, r.ellipses) for r in kept]
-    extra = {"skipped_images": len(skipped), "detections": DETECTIONS_NAME}
-    results = {"rectangles": score_fddb(annotations, written, sizes, overlap=ev.fddb_overlap, progress=True)}
+    extra = {"skipped_images": len(skipped), "detections": DETECTIONS_NAME, "matching": matching}
+    results = {"rectangles": score_fddb(annotations, written, sizes, overlap=ev.fddb_overlap, progress=True,
+                                        matching=matching)}
     write_result(out_dir, results["rectangles"], fp_points, extra)
     _plot(out_dir, results["rectangles"], "rectangles")
     echo(describe(results["rectangles"], fp_points, "FDDB (rectangles, official scoring)"))
@@ -836,7 +856,7 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
         write_detections(sub / DETECTIONS_NAME, ellipses, ellipse=True)
         written_e = read_detections(sub / DETECTIONS_NAME, ellipse=True)
         results["box_to_ellipse"] = score_fddb(annotations, written_e, sizes, overlap=ev.fddb_overlap,
-                                               ellipse_detections=True, progress=True)
+                                               ellipse_detections=True, progress=True, matching=matching)
         write_result(sub, results["box_to_ellipse"], fp_points, extra)
         _plot(sub, results["box_to_ellipse"], "boxes as ellipses")
         echo(describe(results["box_to_ellipse"], fp_points, "FDDB (boxes turned into ellipses)"))
@@ -873,8 +893,9 @@ def parse_folds(text: str | Sequence[int] | None) -> list[int]:
 
 def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str | Path, cfg: Any,
                       folds: str | Sequence[int] | None = None, box_to_ellipse: bool | None = None,
-                      echo=print) -> dict[str, FddbResult]:
+                      echo=print, matching: str = "official") -> dict[str, FddbResult]:
     """``eval fddb --weights``: load the cascade from a run folder, read the folds, evaluate."""
+    check_matching(matching)
     from mtcnn_train.datasets.fddb import read_fddb
     from mtcnn_train.detector import Cascade
 
@@ -884,4 +905,5 @@ def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str |
         raise UserError(f"{fddb_root}: no FDDB images in folds {fold_list}")
     cascade = Cascade.from_run_dir(weights, cfg.detection, device=cfg.detection.device)
     return evaluate_fddb_with_detector(cascade, records, out_dir, cfg, box_to_ellipse=box_to_ellipse,
-                                       fingerprint=detector_fingerprint(weights, cfg.detection), echo=echo)
+                                       fingerprint=detector_fingerprint(weights, cfg.detection), echo=echo,
+                                       matching=matching)

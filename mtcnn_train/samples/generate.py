@@ -10,9 +10,11 @@ How a run goes (``DIR`` is ``--out``):
    :data:`LANDMARK_UNIT` landmark faces).  Each image's random generator is seeded from
    ``(sampling.seed, kind, image index)`` with :class:`numpy.random.SeedSequence`, never from the
    worker or the order of work, so the output is the same for any number of workers.
-3. **Workers.**  Units run in ``sampling.workers`` processes (``spawn`` start method, safe with
-   torch).  Each finished unit is written as a folder under ``DIR/.work/`` by one atomic rename;
-   a rerun after an interruption skips finished units (a changed config or input restarts).
+3. **Workers.**  Units run in ``sampling.workers`` processes: this one plus spawned workers
+   (``spawn`` start method, safe with torch; ``0`` = by the amount of work, at most one per core),
+   each decoding the next image in a background thread while it cuts the current one.  Each
+   finished unit is written as a folder under ``DIR/.work/`` by one atomic rename; a rerun after
+   an interruption skips finished units (a changed config or input restarts the work).
 4. **The mix.**  Every unit's candidates are pooled and a seeded random subset keeps the
    configured ratio (``sampling.ratio``) and count (``sampling.total``; 0 = as many as the
    scarcest type allows).  Then ``config.yaml``, the shards and ``manifest.json`` (last) are
@@ -404,16 +406,23 @@ def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str) -> dict[str, An
     arrays, stats = process_unit(unit, sampling, size)
     work = Path(work_dir)
     tmp = work / f".tmp-{unit.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for key, dtype in ARRAY_DTYPES.items():
-        np.save(tmp / f"{shard_stem(0)}.{key}.npy", np.ascontiguousarray(arrays[key], dtype=dtype), allow_pickle=False)
-    (tmp / UNIT_STATS).write_text(json.dumps(stats))
-    final = work / unit.name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for key, dtype in ARRAY_DTYPES.items():
+            np.save(tmp / f"{shard_stem(0)}.{key}.npy", np.ascontiguousarray(arrays[key], dtype=dtype),
+                    allow_pickle=False)
+        (tmp / UNIT_STATS).write_text(json.dumps(stats))
+        final = work / unit.name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{work}: cannot write work unit {unit.name} ({exc.strerror or exc}); "
+                        "free some space and run the same command again to resume") from None
     stats["unit"] = unit.name
     stats["items"] = len(unit.items)
+    stats["process"] = os.getpid()
     return stats
 
 
@@ -438,6 +447,11 @@ class WorkerPool:
 #: count a twentieth), up to one per core: starting a worker costs about 2 CPU seconds (it imports
 #: numpy, OpenCV and torch), which only pays on larger runs.
 IMAGES_PER_AUTO_WORKER = 250
+
+
+#: Whether this process works on units beside its workers (tests switch it off to make sure that
+#: units really run in other processes).
+MAIN_PROCESS_TAKES_UNITS = True
 
 
 def worker_count(workers: int, pending: list[WorkUnit]) -> int:
@@ -516,14 +530,16 @@ def run_tasks(tasks: list[tuple], workers: WorkerPool | None) -> Iterator[dict[s
 
     while True:
         welcome_started_workers()
-        task = take()
-        if task is None:
-            break
-        yield _run_unit_task(task)
+        task = take() if MAIN_PROCESS_TAKES_UNITS else None
+        if task is not None:
+            yield _run_unit_task(task)
+            yield from drain()
+            continue
+        with lock:
+            if (not queue or errors) and in_pool[0] == 0:
+                break
+            lock.wait(timeout=0.1)
         yield from drain()
-    with lock:
-        while in_pool[0] > 0:
-            lock.wait(timeout=0.5)
     yield from drain()
     if errors:
         raise errors[0]
@@ -555,6 +571,8 @@ class GenerateReport:
     units_done_before: int
     units_total: int
     already_complete: bool = False
+    #: Process ids that cut units in this run.
+    process_ids: tuple[int, ...] = ()
 
     @property
     def crops_per_second(self) -> float:
@@ -640,10 +658,12 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
         pending = [unit for unit in units if unit.name not in done]
         pool = start_pool(worker_count(cfg.sampling.workers, pending) - 1)
         crops_cut = 0
+        processes = set()
         with tqdm(total=sum(len(u.items) for u in units), initial=sum(len(u.items) for u in units if u.name in done),
                   unit="img", desc="gen-samples", disable=not progress, dynamic_ncols=True) as bar:
             for stats in run_tasks([(unit, cfg.sampling, size, str(work)) for unit in pending], pool):
                 crops_cut += stats["crops"]
+                processes.add(stats["process"])
                 bar.update(stats["items"])
     finally:
         if pool is not None:
@@ -652,7 +672,7 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
     manifest = _finish(cfg, out, work, units, images, inputs, fingerprint, num_shards, shard_index)
     seconds = time.perf_counter() - start
     return GenerateReport(out, manifest["counts"], manifest["available"], manifest["input_counts"], seconds,
-                          crops_cut, len(done), len(units))
+                          crops_cut, len(done), len(units), process_ids=tuple(sorted(processes)))
 
 
 def _part_total(total: int, num_shards: int, shard_index: int) -> int:

@@ -313,6 +313,7 @@ def training_state(run: StageRun, progress: Progress, train_sums: torch.Tensor) 
         "global_step": progress.epoch * run.steps_per_epoch + progress.step_in_epoch,
         "steps_per_epoch": run.steps_per_epoch,
         "world_size": run.ctx.world_size,
+        "num_samples": len(run.data),
         "train_sums": train_sums.detach().cpu(),
         "best_loss": progress.best_loss,
         "best_epoch": progress.best_epoch,
@@ -325,6 +326,9 @@ def training_state(run: StageRun, progress: Progress, train_sums: torch.Tensor) 
 
 
 def restore_training_state(run: StageRun, state: dict[str, Any], path: Path) -> tuple[Progress, torch.Tensor]:
+    if state.get("num_samples", len(run.data)) != len(run.data):
+        raise UserError(f"{path}: trained on {state['num_samples']} samples, the given sample folders hold "
+                        f"{len(run.data)}; resume with the same --samples or pass --force to start over")
     if state.get("steps_per_epoch") != run.steps_per_epoch or state.get("world_size", 1) != run.ctx.world_size:
         raise UserError(f"{path}: saved with {state.get('steps_per_epoch')} steps per epoch on "
                         f"{state.get('world_size', 1)} process(es); this run has {run.steps_per_epoch} on "

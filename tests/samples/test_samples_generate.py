@@ -3,6 +3,7 @@ validation split, parts and merge, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -87,9 +88,14 @@ def test_every_sample_lies_in_its_band_and_its_targets_point_at_its_face(small_c
         assert np.allclose(points, source, atol=1e-3) or np.allclose(points, mirrored, atol=1e-3)
 
 
-def test_same_seed_gives_byte_identical_sets_with_one_and_two_workers(small_config, tmp_path, small_units):
+def test_same_seed_gives_byte_identical_sets_in_one_process_and_in_worker_processes(small_config, tmp_path, small_units, monkeypatch):
     one = generate_pnet_samples(small_config("sampling.workers=1"), tmp_path / "one", progress=False)
-    two = generate_pnet_samples(small_config("sampling.workers=2"), tmp_path / "two", progress=False)
+    assert one.process_ids == (os.getpid(),)
+    # Spawned workers only (this process idle), so the units really are cut in other processes
+    # (left to itself this process would cut a run this small alone before they start).
+    monkeypatch.setattr(generate, "MAIN_PROCESS_TAKES_UNITS", False)
+    two = generate_pnet_samples(small_config("sampling.workers=3"), tmp_path / "two", progress=False)
+    assert two.process_ids and os.getpid() not in two.process_ids
     assert one.counts == two.counts
     files_one, files_two = set_files(tmp_path / "one"), set_files(tmp_path / "two")
     assert files_one.keys() == files_two.keys()
@@ -98,7 +104,7 @@ def test_same_seed_gives_byte_identical_sets_with_one_and_two_workers(small_conf
             assert files_one[name] == files_two[name], name
     # The manifests differ only where they record the worker count itself.
     manifests = [json.loads(files[name]) for files in (files_one, files_two) for name in ["manifest.json"]]
-    assert [m["config"]["sampling"].pop("workers") for m in manifests] == [1, 2]
+    assert [m["config"]["sampling"].pop("workers") for m in manifests] == [1, 3]
     assert manifests[0] == manifests[1]
     generate_pnet_samples(small_config("sampling.seed=5"), tmp_path / "seed5", progress=False)
     assert set_files(tmp_path / "seed5")["shard-00000.crops.npy"] != files_one["shard-00000.crops.npy"]
@@ -124,6 +130,11 @@ def test_an_interrupted_run_resumes_to_the_same_output(small_config, tmp_path, s
     finished = sorted(p.name for p in work.iterdir() if p.is_dir())
     assert len(finished) == 2 and not (tmp_path / "resumed" / "manifest.json").exists()
     assert not list(work.glob(".tmp-*"))
+    with pytest.raises(UserError, match="not a finished sample set"):
+        SampleSet.open(tmp_path / "resumed")
+    # A half-written unit (as a kill during its write leaves it) is never taken for a finished one.
+    (work / ".tmp-wider-000002-999").mkdir()
+    (work / ".tmp-wider-000002-999" / "shard-00000.labels.npy").write_bytes(b"half")
 
     monkeypatch.setattr(generate, "process_unit", real)
     report = generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)

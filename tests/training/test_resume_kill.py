@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def _command(samples: Path, out: Path, *extra: str) -> list[str]:
 def _read_state(path: Path):
     try:
         return torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError):
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
         return None  # replaced while we read it; try again
 
 
