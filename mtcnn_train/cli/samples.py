@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config, not_built, prepare_output_dir
+from mtcnn_train.cli.common import config_options, get_config, prepare_output_dir
 from mtcnn_train.errors import UserError
 
 
@@ -14,6 +14,8 @@ from mtcnn_train.errors import UserError
 @click.option("--stage", type=click.Choice(["pnet", "rnet", "onet"]), required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Sample folder; rerunning the same command resumes an interrupted run.")
+@click.option("--weights", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder with the trained earlier stages (rnet: pnet.pt; onet: pnet.pt and rnet.pt).")
 @click.option("--wider-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding wider_face_split/ and WIDER_train/ (overrides data.wider_root).")
 @click.option("--landmarks", "landmarks", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -29,15 +31,15 @@ from mtcnn_train.errors import UserError
 @click.option("--force", is_flag=True, help="Replace a finished sample set made with other settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @config_options
-def gen_samples(stage: str, out: Path, wider_root: Path | None, landmarks: Path | None, landmarks_format: str | None,
+def gen_samples(stage: str, out: Path, weights: Path | None, wider_root: Path | None, landmarks: Path | None, landmarks_format: str | None,
                 workers: int | None, num_shards: int, shard_index: int, force: bool, quiet: bool,
                 config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Cut labelled training crops (P-Net) or mine them with the earlier nets (R-Net, O-Net)."""
-    if stage != "pnet":
-        not_built(f"gen-samples --stage {stage}", "mining with the earlier nets, a later issue")
+    if stage != "pnet" and weights is None:
+        raise UserError(f"gen-samples --stage {stage} mines with the earlier stages: pass --weights RUN_DIR")
     if shard_index >= num_shards:
         raise UserError(f"--shard-index {shard_index} must be below --num-shards {num_shards}")
-    from mtcnn_train.samples.generate import generate_pnet_samples
+    from mtcnn_train.samples.generate import generate_samples
 
     cfg = get_config(config_path, overrides)
     # Command-line paths are relative to the working folder, not to the config file.
@@ -50,8 +52,8 @@ def gen_samples(stage: str, out: Path, wider_root: Path | None, landmarks: Path 
     if workers is not None:
         cfg.sampling.workers = workers
     prepare_output_dir(out, force, resume_ok=True)
-    report = generate_pnet_samples(cfg, out, num_shards=num_shards, shard_index=shard_index, force=force,
-                                   progress=not quiet)
+    report = generate_samples(cfg, out, stage, weights, num_shards=num_shards, shard_index=shard_index, force=force,
+                              progress=not quiet)
     click.echo(report.summary())
 
 

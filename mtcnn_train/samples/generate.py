@@ -84,7 +84,9 @@ MAX_LISTED_PROBLEMS = 1000
 LANDMARK_BOX_RULES = ("auto", "file", "derived")
 
 COUNTERS = ("images", "landmark_faces", "images_unreadable", "images_converted", "boxes_clipped",
-            "boxes_outside", "faces_not_usable", "landmark_faces_unusable", "landmark_faces_without_crops", "crops")
+            "boxes_outside", "faces_not_usable", "landmark_faces_unusable", "landmark_faces_without_crops", "crops",
+            # hard-example mining (R-Net / O-Net sets): what the earlier stages found
+            "faces_usable", "candidates", "covered_0.65", "covered_0.4")
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,13 +205,16 @@ def plan_units(inputs: SampleInputs, num_shards: int = 1, shard_index: int = 0) 
     return units, images
 
 
-def plan_fingerprint(cfg: Config, units: list[WorkUnit], num_shards: int, shard_index: int) -> str:
+def plan_fingerprint(cfg: Config, units: list[WorkUnit], num_shards: int, shard_index: int,
+                     stage: str = "pnet", weights_hash: str = "") -> str:
     """Hash of everything that decides the output (not the worker count): a finished unit is
-    reused only when this matches."""
+    reused only when this matches.  Mined sets also hash the earlier stages' weights and the
+    detection settings they ran with."""
     sampling = dataclasses.asdict(cfg.sampling)
     sampling.pop("workers")
     digest = hashlib.sha256()
-    head = {"format": 1, "stage": "pnet", "sampling": sampling, "val_fraction": cfg.data.val_fraction,
+    mining = {"weights": weights_hash, "detection": dataclasses.asdict(cfg.detection)} if stage != "pnet" else {}
+    head = {"format": 1, "stage": stage, **mining, "sampling": sampling, "val_fraction": cfg.data.val_fraction,
             "val_seed": cfg.data.val_seed, "max_images": cfg.data.max_images, "parts": [num_shards, shard_index],
             "wider_unit": WIDER_UNIT, "landmark_unit": LANDMARK_UNIT}
     digest.update(json.dumps(head, sort_keys=True).encode())
@@ -391,19 +396,33 @@ def process_landmark_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str
     return concat_arrays(parts, size), stats
 
 
-def process_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+@dataclass(frozen=True)
+class MiningJob:
+    """What a worker needs to mine a unit of detection images with the earlier stages."""
+
+    cfg: Config
+    stage: str
+    weights: str
+
+
+def process_unit(unit: WorkUnit, sampling, size: int,
+                 mining: MiningJob | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if unit.kind == "wider":
+        if mining is not None:
+            from mtcnn_train.samples.mining import process_mining_unit
+
+            return process_mining_unit(unit, mining.cfg, mining.stage, mining.weights)
         return process_wider_unit(unit, sampling, size)
     return process_landmark_unit(unit, sampling, size)
 
 
-def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str) -> dict[str, Any]:
+def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str, mining: MiningJob | None = None) -> dict[str, Any]:
     """Process a unit and publish it as ``work_dir/<name>/`` with one atomic directory rename.
 
     The files are written into a temporary folder first (no per-file fsync: they are scratch,
     and a folder that never got renamed is discarded on the next run).
     """
-    arrays, stats = process_unit(unit, sampling, size)
+    arrays, stats = process_unit(unit, sampling, size, mining)
     work = Path(work_dir)
     tmp = work / f".tmp-{unit.name}-{os.getpid()}"
     try:
@@ -573,6 +592,8 @@ class GenerateReport:
     already_complete: bool = False
     #: Process ids that cut units in this run.
     process_ids: tuple[int, ...] = ()
+    #: Mined sets: the earlier stages' recall and candidates per image (manifest["mining"]).
+    mining: dict[str, Any] | None = None
 
     @property
     def crops_per_second(self) -> float:
@@ -589,7 +610,15 @@ class GenerateReport:
                 f"{s['landmark_faces']} landmark faces; skipped {s['images_unreadable']} unreadable images, "
                 f"converted {s['images_converted']}, clipped {s['boxes_clipped']} boxes, dropped {s['boxes_outside']} "
                 f"outside the image; {self.crops_cut} crops cut in {self.seconds:.1f} s "
-                f"({self.crops_per_second:.0f} crops/s){resumed}")
+                f"({self.crops_per_second:.0f} crops/s){resumed}" + self.mining_summary())
+
+    def mining_summary(self) -> str:
+        if not self.mining:
+            return ""
+        m = self.mining
+        return (f"\n{m['earlier_stages']} recall on {m['faces_usable']} training faces: "
+                f"{m['recall_at_0.65']:.3f} at IoU >= 0.65, {m['recall_at_0.4']:.3f} at IoU >= 0.4; "
+                f"{m['candidates_per_image']:.1f} candidates per image")
 
 
 def _sum_stats(all_stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -630,16 +659,39 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
                           wider_records: Sequence[FaceRecord] | None = None,
                           landmark_records: Sequence[FaceRecord] | None = None) -> GenerateReport:
     """Make (or finish) the P-Net sample set in ``out_dir``; see the module docstring."""
+    return generate_samples(cfg, out_dir, "pnet", num_shards=num_shards, shard_index=shard_index, force=force,
+                            progress=progress, wider_records=wider_records, landmark_records=landmark_records)
+
+
+def generate_samples(cfg: Config, out_dir: str | Path, stage: str = "pnet", weights: str | Path | None = None, *,
+                     num_shards: int = 1, shard_index: int = 0, force: bool = False, progress: bool = True,
+                     wider_records: Sequence[FaceRecord] | None = None,
+                     landmark_records: Sequence[FaceRecord] | None = None) -> GenerateReport:
+    """Make (or finish) the sample set of ``stage`` in ``out_dir``.
+
+    ``pnet``: IoU-banded crops around the faces.  ``rnet`` / ``onet``: hard-example mining with the
+    earlier stages loaded from ``weights`` (a run folder), see :mod:`mtcnn_train.samples.mining`.
+    Landmark crops, work units, resume, ratio and manifest are the same for every stage.
+    """
     from tqdm import tqdm
 
     start = time.perf_counter()
     out = Path(out_dir)
-    size = STAGE_SIZE["pnet"]
+    size = STAGE_SIZE[stage]
+    mining = None
+    weights_hash = ""
+    if stage != "pnet":
+        from mtcnn_train.samples.mining import weights_fingerprint
+
+        if weights is None:
+            raise UserError(f"gen-samples --stage {stage} mines with the earlier stages: pass --weights RUN_DIR")
+        weights_hash = weights_fingerprint(weights, stage)
+        mining = MiningJob(cfg, stage, str(Path(weights).resolve()))
     pool = None
     try:
         inputs = load_inputs(cfg, wider_records, landmark_records)
         units, images = plan_units(inputs, num_shards, shard_index)
-        fingerprint = plan_fingerprint(cfg, units, num_shards, shard_index)
+        fingerprint = plan_fingerprint(cfg, units, num_shards, shard_index, stage, weights_hash)
         work = out / WORK_DIR
 
         finished = _read_finished_manifest(out)
@@ -650,7 +702,7 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
             shutil.rmtree(work, ignore_errors=True)
             return GenerateReport(out, finished["counts"], finished.get("available", {}),
                                   finished.get("input_counts", {}), 0.0, 0, len(units), len(units),
-                                  already_complete=True)
+                                  already_complete=True, mining=finished.get("mining"))
 
         out.mkdir(parents=True, exist_ok=True)
         _prepare_work_dir(work, fingerprint)
@@ -660,8 +712,8 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
         crops_cut = 0
         processes = set()
         with tqdm(total=sum(len(u.items) for u in units), initial=sum(len(u.items) for u in units if u.name in done),
-                  unit="img", desc="gen-samples", disable=not progress, dynamic_ncols=True) as bar:
-            for stats in run_tasks([(unit, cfg.sampling, size, str(work)) for unit in pending], pool):
+                  unit="img", desc=f"gen-samples {stage}", disable=not progress, dynamic_ncols=True) as bar:
+            for stats in run_tasks([(unit, cfg.sampling, size, str(work), mining) for unit in pending], pool):
                 crops_cut += stats["crops"]
                 processes.add(stats["process"])
                 bar.update(stats["items"])
@@ -669,10 +721,12 @@ def generate_pnet_samples(cfg: Config, out_dir: str | Path, *, num_shards: int =
         if pool is not None:
             pool.close()
 
-    manifest = _finish(cfg, out, work, units, images, inputs, fingerprint, num_shards, shard_index)
+    manifest = _finish(cfg, out, work, units, images, inputs, fingerprint, num_shards, shard_index, stage,
+                       str(weights) if weights is not None else None)
     seconds = time.perf_counter() - start
     return GenerateReport(out, manifest["counts"], manifest["available"], manifest["input_counts"], seconds,
-                          crops_cut, len(done), len(units), process_ids=tuple(sorted(processes)))
+                          crops_cut, len(done), len(units), process_ids=tuple(sorted(processes)),
+                          mining=manifest.get("mining"))
 
 
 def _part_total(total: int, num_shards: int, shard_index: int) -> int:
@@ -687,7 +741,8 @@ def _unit_array(work: Path, unit: WorkUnit, key: str) -> np.ndarray:
 
 
 def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: list[str], inputs: SampleInputs,
-            fingerprint: str, num_shards: int, shard_index: int) -> dict[str, Any]:
+            fingerprint: str, num_shards: int, shard_index: int, stage: str = "pnet",
+            weights: str | None = None) -> dict[str, Any]:
     """Pool the units, keep the ratio, write config.yaml, the shards and the manifest (last)."""
     s = cfg.sampling
     labels_per_unit = [np.asarray(_unit_array(work, unit, "labels")) for unit in units]
@@ -712,12 +767,12 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
         local = chosen[(chosen >= bounds[k]) & (chosen < bounds[k + 1])] - bounds[k]
         if len(local):
             parts.append({key: np.asarray(_unit_array(work, unit, key)[local]) for key in ARRAY_DTYPES})
-    arrays = concat_arrays(parts, STAGE_SIZE["pnet"]) if parts else empty_arrays(STAGE_SIZE["pnet"])
+    arrays = concat_arrays(parts, STAGE_SIZE[stage]) if parts else empty_arrays(STAGE_SIZE[stage])
 
     stats = _sum_stats([json.loads((work / unit.name / UNIT_STATS).read_text()) for unit in units])
     problems = stats.pop("problems")
     manifest = {
-        "stage": "pnet",
+        "stage": stage,
         "seed": s.seed,
         "plan_fingerprint": fingerprint,
         "images": images,
@@ -739,6 +794,10 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
         "labels": {str(label): name for label, name in LABEL_NAMES.items()},
         "config": cfg.to_dict(),
     }
+    if stage != "pnet":
+        from mtcnn_train.samples.mining import recall_summary
+
+        manifest["mining"] = {"weights": weights, **recall_summary(stats, stage)}
     # An older set in the folder stops being a set before any of its shards is replaced.
     (out / MANIFEST).unlink(missing_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -101,8 +101,9 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
     cascade = _cascade(weights, stage, cfg.detection)
     bands = smp.Bands.from_config(cfg.sampling)
     parts = []
-    for _seed_index, source_index, record in unit.items:
-        image = gen.read_image_counted(record.image_path, record_key(record), stats)
+    loaded_images = gen.load_ahead([record.image_path for _, _, record in unit.items])
+    for (_seed_index, source_index, record), loaded in zip(unit.items, loaded_images):
+        image = gen.count_loaded(loaded, record_key(record), stats)
         if image is None:
             continue
         stats["images"] += 1

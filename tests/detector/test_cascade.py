@@ -44,13 +44,13 @@ def test_full_cascade_output_types(random_nets, test_cfg):
 
 def test_batch_gives_the_same_as_one_by_one(random_nets, test_cfg):
     cascade = Cascade(*random_nets, cfg=test_cfg)
-    images = [random_image(1), random_image(2), random_image(3, 50, 70)]  # two sizes: grouped
-    batched = cascade.detect_batch(images)
+    stacked = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, batch_size=2), stack=True)
+    assert not cascade.stack and stacked.stack  # on the CPU, stacking is opt-in
+    images = [random_image(1), random_image(2), random_image(3, 50, 70), random_image(8)]  # grouped by size
+    batched = stacked.detect_batch(images)
     for image, dets in zip(images, batched):
         _same(cascade.detect(image), dets)
-    # a batch size smaller than the group splits it; results do not change
-    small = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, batch_size=1))
-    for a, b in zip(small.detect_batch(images), batched):
+    for a, b in zip(cascade.detect_batch(images), batched):
         _same(a, b)
 
 
