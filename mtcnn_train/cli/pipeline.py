@@ -1,19 +1,56 @@
 """Whole-pipeline commands: ``demo`` and ``pipeline``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import not_built
+from mtcnn_train.cli.common import config_options, get_config
 
 
-@cli.command("demo", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def demo() -> None:
-    """Run the whole pipeline on the embedded synthetic data."""
-    not_built("demo", "issue 7")
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Folder for the synthetic data and the run; rerunning resumes.")
+@click.option("--images", type=click.IntRange(min=8), default=200, show_default=True,
+              help="Synthetic training images to render.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars, only the stage lines and the table.")
+@config_options
+def demo(out: Path, images: int, seed: int, quiet: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run the whole pipeline on the embedded synthetic data and print a table.
+
+    Renders the synthetic set, cuts P-Net samples, trains P-Net, mines and trains R-Net and
+    O-Net, then scores the cascade on the synthetic FDDB-format set (ROC PNG in OUT/run/eval/fddb).
+    """
+    from mtcnn_train.pipeline import run_demo
+
+    report = run_demo(out, images=images, seed=seed, overrides=overrides, config_path=config_path,
+                      progress=not quiet, echo=click.echo)
+    click.echo("")
+    click.echo(report.table())
+    click.echo(f"ROC plot: {out / 'run' / 'eval' / 'fddb' / 'roc.png'}")
 
 
-@cli.command("pipeline", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def pipeline() -> None:
-    """Run every stage of a config in order, resuming where it stopped."""
-    not_built("pipeline", "issue 7")
+@cli.command("pipeline")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder; rerunning the same command resumes where it stopped.")
+@click.option("--stages", type=click.Choice(["pnet", "rnet", "onet"]), default="onet", show_default=True,
+              help="Last stage to train.")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Score P, P+R and P+R+O with the WIDER protocol on the held-out validation images.")
+@click.option("--quiet", is_flag=True)
+@config_options
+def pipeline(out: Path, stages: str, evaluate: bool, quiet: bool, config_path: Path | None,
+             overrides: tuple[str, ...]) -> None:
+    """Run every stage of a config in order (samples, P-Net, mining, R-Net, mining, O-Net, eval)."""
+    from mtcnn_train.config import STAGES
+    from mtcnn_train.pipeline import evaluate_validation_split, run_pipeline
+
+    cfg = get_config(config_path, overrides)
+    chosen = STAGES[:STAGES.index(stages) + 1]
+    report = run_pipeline(cfg, out, stages=chosen, progress=not quiet, echo=click.echo)
+    if evaluate:
+        report.evaluation.update(evaluate_validation_split(cfg, out, chosen, echo=click.echo))
+    click.echo("")
+    click.echo(report.table())

@@ -1,0 +1,213 @@
+"""The whole pipeline: samples -> P-Net -> mining -> R-Net -> mining -> O-Net -> evaluation.
+
+:func:`run_pipeline` runs every stage of a config in order inside one run folder and resumes where
+it stopped: a finished sample set or trained stage is kept, an interrupted one continues (sample
+sets by work unit, training from ``last.pt``).  :func:`run_demo` renders the embedded synthetic
+data first and scores the result on its FDDB-format set; it is ``mtcnn-train demo``.
+
+Run folder::
+
+    RUN_DIR/config.yaml                 the resolved config
+    RUN_DIR/samples/{pnet,rnet,onet}/   sample sets (shards + manifest)
+    RUN_DIR/{pnet,rnet,onet}.pt         trained weights; RUN_DIR/<stage>/ logs, TensorBoard, last.pt
+    RUN_DIR/eval/                       evaluation reports and plots
+    RUN_DIR/summary.json                the final table
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mtcnn_train.config import STAGES, Config, config_from_dict, load_config, save_config
+from mtcnn_train.errors import UserError
+from mtcnn_train.io import atomic_write_json
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+SAMPLE_TYPES = ("negative", "positive", "part", "landmark")
+
+
+@dataclass
+class PipelineReport:
+    """What each step did: wall time, sample counts, validation metrics, evaluation figures."""
+
+    run_dir: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)
+    mining: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "seconds": self.seconds, "samples": self.samples,
+                "mining": self.mining, "metrics": self.metrics, "evaluation": self.evaluation}
+
+    def table(self) -> str:
+        """The final table: samples per type and accuracy per net, then the evaluation figures."""
+        head = f"{'stage':<6} {'negative':>9} {'positive':>9} {'part':>7} {'landmark':>9} {'val acc':>8} " \
+               f"{'recall':>7} {'seconds':>8}"
+        lines = [head, "-" * len(head)]
+        for stage in STAGES:
+            if stage not in self.samples and stage not in self.metrics:
+                continue
+            counts = self.samples.get(stage, {})
+            val = (self.metrics.get(stage) or {}).get("best_val") or {}
+            acc = val.get("accuracy")
+            rec = val.get("recall")
+            secs = self.seconds.get(f"samples-{stage}", 0.0) + self.seconds.get(stage, 0.0)
+            lines.append(f"{stage:<6} " + " ".join(f"{counts.get(t, 0):>{w}}" for t, w in zip(SAMPLE_TYPES, (9, 9, 7, 9)))
+                         + f" {_fmt(acc, 8)} {_fmt(rec, 7)} {secs:>8.1f}")
+        for name, figures in self.evaluation.items():
+            lines.append(f"{name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in figures.items()))
+        lines.append(f"total wall time {sum(self.seconds.values()):.1f} s")
+        return "\n".join(lines)
+
+
+def _fmt(value: Any, width: int = 0) -> str:
+    text = "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+    return f"{text:>{width}}" if width else text
+
+
+def train_or_resume(stage: str, cfg: Config, sample_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """Train ``stage`` unless it is finished; continue an interrupted run from ``last.pt``."""
+    from mtcnn_train.checkpoint import load_checkpoint
+    from mtcnn_train.training.trainer import train_stage
+
+    weights = run_dir / f"{stage}.pt"
+    last = run_dir / stage / "last.pt"
+    if weights.is_file() and not last.is_file():
+        # Weights from elsewhere (imported or copied in): keep them, there is no training to resume.
+        return dict(load_checkpoint(weights).get("metrics") or {})
+    return train_stage(stage, cfg, [sample_dir], run_dir, resume=last.is_file())
+
+
+def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = STAGES, progress: bool = True,
+                 echo: Callable[[str], None] = print, report: PipelineReport | None = None) -> PipelineReport:
+    """Samples, training and mining for ``stages`` in order, in ``run_dir``; resumable."""
+    from mtcnn_train.samples.generate import generate_samples
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    report = report or PipelineReport(run_dir)
+    for number, stage in enumerate(stages):
+        sample_dir = run_dir / "samples" / stage
+        start = time.perf_counter()
+        samples = generate_samples(cfg, sample_dir, stage, run_dir if stage != "pnet" else None, progress=progress)
+        report.seconds[f"samples-{stage}"] = time.perf_counter() - start
+        report.samples[stage] = dict(samples.counts)
+        if samples.mining:
+            report.mining[stage] = samples.mining
+        counts = ", ".join(f"{samples.counts.get(t, 0)} {t}" for t in SAMPLE_TYPES)
+        what = "mined" if stage != "pnet" else "cut"
+        echo(f"[{2 * number + 1}/{2 * len(stages)}] {stage} samples {what}: {counts} "
+             f"({report.seconds[f'samples-{stage}']:.0f} s)" + samples.mining_summary().replace("\n", "; "))
+
+        start = time.perf_counter()
+        metrics = train_or_resume(stage, cfg, sample_dir, run_dir)
+        report.seconds[stage] = time.perf_counter() - start
+        report.metrics[stage] = _plain(metrics)
+        val = (metrics.get("best_val") or {})
+        echo(f"[{2 * number + 2}/{2 * len(stages)}] {stage} trained: validation accuracy "
+             f"{_fmt(val.get('accuracy'))}, recall {_fmt(val.get('recall'))}, precision {_fmt(val.get('precision'))} "
+             f"({report.seconds[stage]:.0f} s)")
+    atomic_write_json(run_dir / "summary.json", report.to_json())
+    return report
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as JSON-safe plain values (tensors and NumPy scalars become floats)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def evaluate_fddb_set(cfg: Config, run_dir: Path, fddb_root: Path, *, echo: Callable[[str], None] = print,
+                      stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Score the cascade on every FDDB fold present under ``fddb_root``; returns TPR at fp_points."""
+    from mtcnn_train.datasets.fddb import present_folds, read_fddb
+    from mtcnn_train.detector import Cascade
+    from mtcnn_train.evaluation.fddb import detector_fingerprint, evaluate_fddb_with_detector
+
+    folds = present_folds(fddb_root)
+    if not folds:
+        raise UserError(f"{fddb_root}: no FDDB-folds/FDDB-fold-XX-ellipseList.txt found")
+    records = read_fddb(fddb_root, folds)
+    cascade = Cascade.from_run_dir(run_dir, cfg.detection, stages=stages[-1])
+    out = run_dir / "eval" / "fddb"
+    results = evaluate_fddb_with_detector(cascade, records, out, cfg, echo=echo,
+                                          fingerprint=detector_fingerprint(run_dir, cfg.detection))
+    rect = results["rectangles"]
+    return {"faces": rect.num_faces, **{f"TPR@{fp}FP": tpr for fp, tpr in rect.tpr_at(cfg.evaluation.fp_points).items()},
+            "roc_png": str(out / "roc.png")}
+
+
+def run_demo(out_dir: str | Path, *, images: int = 200, seed: int = 0, overrides: tuple[str, ...] = (),
+             config_path: str | Path | None = None, progress: bool = True,
+             echo: Callable[[str], None] = print) -> PipelineReport:
+    """``mtcnn-train demo``: synthetic data, the whole cascade, FDDB-protocol scoring, one table."""
+    from mtcnn_train.datasets.synthetic import is_synthetic_set, make_synthetic, synthetic_config
+
+    out_dir = Path(out_dir)
+    data_dir = out_dir / "data"
+    start = time.perf_counter()
+    summary_file = data_dir / "summary.json"
+    existing = json.loads(summary_file.read_text()) if is_synthetic_set(data_dir) else None
+    if existing and existing.get("seed") == seed and existing.get("images") == images:
+        echo(f"[0/6] synthetic data: already in {data_dir}")
+    else:
+        make_synthetic(data_dir, num_images=images, seed=seed, progress=progress)
+        echo(f"[0/6] synthetic data rendered in {data_dir} ({time.perf_counter() - start:.0f} s)")
+    seconds_data = time.perf_counter() - start
+
+    base = load_config(config_path or DEMO_CONFIG, list(overrides))
+    merged = base.to_dict()
+    merged["data"].update(synthetic_config(data_dir)["data"])
+    cfg = config_from_dict(merged, source=str(config_path or DEMO_CONFIG))
+    run_dir = out_dir / "run"
+    report = PipelineReport(run_dir)
+    report.seconds["data"] = seconds_data
+    run_pipeline(cfg, run_dir, progress=progress, echo=echo, report=report)
+
+    start = time.perf_counter()
+    report.evaluation["FDDB-format synthetic eval"] = evaluate_fddb_set(cfg, run_dir, Path(cfg.data.fddb_root), echo=echo)
+    report.seconds["eval"] = time.perf_counter() - start
+    atomic_write_json(run_dir / "summary.json", report.to_json())
+    return report
+
+
+def evaluate_validation_split(cfg: Config, run_dir: str | Path, stages: tuple[str, ...] = STAGES, *,
+                              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """WIDER-protocol AP on the held-out validation images for P, P+R and P+R+O cascades."""
+    from mtcnn_train.datasets.split import split_train_val
+    from mtcnn_train.datasets.wider import read_wider, wider_paths, write_wider
+    from mtcnn_train.detector import Cascade
+    from mtcnn_train.evaluation.fddb import detector_fingerprint
+    from mtcnn_train.evaluation.wider import evaluate_wider_with_detector, ground_truth_from_records
+
+    run_dir = Path(run_dir)
+    if not cfg.data.wider_root:
+        raise UserError("evaluation on the validation split needs data.wider_root")
+    annotation, images_root = wider_paths(cfg.resolve_path(cfg.data.wider_root), cfg.data.wider_split)
+    _, val = split_train_val(read_wider(annotation, images_root), cfg.data.val_fraction, cfg.data.val_seed)
+    if not val:
+        raise UserError("the validation split is empty (data.val_fraction is 0)")
+    # The split written out in the official format, so `eval wider --annotations` can rescore it.
+    write_wider(val, run_dir / "eval" / "wider_face_val_split_bbx_gt.txt")
+    gt = ground_truth_from_records(val)
+    results: dict[str, Any] = {}
+    for k in range(1, len(stages) + 1):
+        upto = stages[k - 1]
+        name = "+".join(s[0].upper() for s in stages[:k])
+        cascade = Cascade.from_run_dir(run_dir, cfg.detection, stages=upto)
+        ap = evaluate_wider_with_detector(cascade, gt, run_dir / "eval" / f"wider_{upto}", cfg,
+                                          fingerprint={**detector_fingerprint(run_dir, cfg.detection), "stages": upto},
+                                          echo=echo)
+        results[f"WIDER val AP ({name})"] = {setting: r.ap for setting, r in ap.items()}
+    return results
