@@ -36,8 +36,8 @@ from scipy.optimize import linear_sum_assignment
 TOLERANCE = 1e-15
 #: Matching methods accepted by the FDDB scorer.
 MATCHING_METHODS = ("official", "optimal")
-#: Cover updates after which the solver is considered stuck (never reached in practice: each
-#: update makes at least one more cell tight, so small matrices finish in a few dozen).
+#: Cover updates after which the solver is considered stuck: a safety net only (Kuhn's method
+#: terminates; overlap matrices of tens by tens need a few dozen updates at most).
 _MAX_COVER_UPDATES = 100_000
 
 

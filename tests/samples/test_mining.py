@@ -1,0 +1,121 @@
+"""Hard-example mining: labelling of candidates, recall figures, and a mined set end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mtcnn_train.checkpoint import save_checkpoint
+from mtcnn_train.config import load_config
+from mtcnn_train.errors import UserError
+from mtcnn_train.geometry import calibrate, iou_matrix
+from mtcnn_train.nets import build_net
+from mtcnn_train.samples import sampling as smp
+from mtcnn_train.samples.mining import label_candidates, recall_counts, recall_summary, weights_fingerprint
+from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, SampleSet
+
+BANDS = smp.Bands.from_config(load_config(None).sampling)
+
+
+def test_candidates_are_labelled_by_their_iou_band():
+    faces = np.array([[100, 100, 200, 200], [400, 400, 410, 410]], float)  # the second is too small
+    usable = np.array([True, False])
+    candidates = np.array([
+        [100, 100, 200, 200],   # IoU 1 -> positive
+        [110, 110, 210, 210],   # IoU 0.68 -> positive
+        [130, 130, 230, 230],   # IoU 0.32 -> discarded (between 0.3 and 0.4)
+        [120, 100, 220, 200],   # IoU 0.667 -> positive
+        [140, 100, 240, 200],   # IoU 0.43 -> part
+        [500, 500, 600, 600],   # nothing -> negative
+        [400, 400, 410, 410],   # exactly the unusable face -> not a positive, not a negative
+    ], float)
+    labels, targets = label_candidates(candidates, faces, usable, BANDS)
+    assert labels.tolist() == [LABEL_POSITIVE, LABEL_POSITIVE, smp.DISCARD, LABEL_POSITIVE, LABEL_PART,
+                               LABEL_NEGATIVE, smp.DISCARD]
+    has_target = np.isin(labels, [LABEL_POSITIVE, LABEL_PART])
+    # The targets map each crop back onto the face it was labelled against.
+    np.testing.assert_allclose(calibrate(candidates[has_target], targets[has_target].astype(float)),
+                               np.repeat(faces[:1], has_target.sum(), 0), atol=1e-3)
+    assert np.all(np.isnan(targets[~has_target]))
+    # Negatives overlap no face at all above the band, invalid faces included.
+    assert iou_matrix(candidates[labels == LABEL_NEGATIVE], faces).max() < BANDS.neg_iou
+
+
+def test_recall_counts_usable_faces_only():
+    faces = np.array([[0, 0, 100, 100], [200, 200, 300, 300], [500, 500, 505, 505]], float)
+    usable = np.array([True, True, False])
+    candidates = np.array([[0, 0, 100, 100], [200, 240, 300, 340]], float)  # IoU 1 and 0.43
+    counts = recall_counts(candidates, faces, usable)
+    assert counts == {"faces_usable": 2, "candidates": 2, "covered_0.65": 1, "covered_0.4": 2}
+    assert recall_counts(np.zeros((0, 4)), faces, usable)["covered_0.4"] == 0
+    summary = recall_summary({"images": 2, **counts}, "rnet")
+    assert summary["earlier_stages"] == "P" and summary["recall_at_0.65"] == 0.5 and summary["candidates_per_image"] == 1
+
+
+def test_mining_needs_the_earlier_stages(tmp_path):
+    with pytest.raises(UserError, match="pnet.pt: not found"):
+        weights_fingerprint(tmp_path, "rnet")
+    save_checkpoint(tmp_path / "pnet.pt", {"stage": "pnet", "model": build_net("pnet").state_dict()})
+    weights_fingerprint(tmp_path, "rnet")
+    with pytest.raises(UserError, match="rnet.pt: not found"):
+        weights_fingerprint(tmp_path, "onet")
+
+
+def _face_loving_net(stage):
+    """A net whose face logit is large everywhere: every window passes, so mining has candidates."""
+    net = build_net(stage)
+    head = net.conv4_1 if stage == "pnet" else net.dense5_1
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([-3.0, 3.0]))
+    return net
+
+
+def test_mined_sets_are_labelled_resumable_and_worker_independent(tmp_path, cli_runner):
+    from mtcnn_train.datasets.synthetic import make_synthetic, synthetic_config
+
+    make_synthetic(tmp_path / "data", num_images=4, seed=3)
+    run = tmp_path / "run"
+    for stage in ("pnet", "rnet"):
+        save_checkpoint(run / f"{stage}.pt", {"stage": stage, "model": _face_loving_net(stage).state_dict()})
+    data = synthetic_config(tmp_path / "data")["data"]
+    sets = ["--set", f"data.wider_root={data['wider_root']}", "--set", f"data.landmarks={data['landmarks']}",
+            "--set", "data.val_fraction=0", "--set", "detection.min_face_size=60", "--set", "sampling.landmark_crops_per_face=4"]
+    outs = {}
+    for stage, workers in (("rnet", 1), ("onet", 1), ("onet", 2)):
+        out = tmp_path / f"{stage}-{workers}"
+        result = cli_runner("gen-samples", "--stage", stage, "--weights", run, "--out", out, "--workers", workers,
+                            "--quiet", *sets)
+        assert result.returncode == 0, result.stderr
+        assert "recall on" in result.stdout and "candidates per image" in result.stdout
+        outs[(stage, workers)] = out
+    r = SampleSet.open(outs[("rnet", 1)])
+    assert r.crop_size == 24 and len(r) > 0
+    manifest = json.loads((outs[("rnet", 1)] / "manifest.json").read_text())
+    assert manifest["stage"] == "rnet" and manifest["mining"]["earlier_stages"] == "P"
+    assert manifest["mining"]["candidates_per_image"] > 0
+    o = SampleSet.open(outs[("onet", 1)])
+    assert o.crop_size == 48 and all(o.counts()[t] > 0 for t in ("negative", "positive", "part", "landmark"))
+    # Same seed, 1 or 2 workers: byte-identical shards.
+    for path in sorted(outs[("onet", 1)].glob("shard-*.npy")):
+        assert path.read_bytes() == (outs[("onet", 2)] / path.name).read_bytes()
+    # Every mined sample sits in its IoU band against its image's faces.
+    arrays = o.arrays()
+    images = json.loads((outs[("onet", 1)] / "manifest.json").read_text())["images"]
+    from mtcnn_train.datasets.wider import read_wider, wider_paths
+
+    records = {f"wider:{rec.name}": rec for rec in read_wider(*wider_paths(data["wider_root"]))}
+    for label, crop, source in zip(arrays["labels"], arrays["crops"], arrays["sources"]):
+        if label not in (LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_PART):
+            continue
+        faces = records[images[source]].boxes
+        best = iou_matrix(crop[None], faces).max() if len(faces) else 0.0
+        if label == LABEL_NEGATIVE:
+            assert best < 0.3
+        elif label == LABEL_POSITIVE:
+            assert best > 0.65
+        else:
+            assert 0.4 <= best <= 0.65
+    # Rerunning the finished command is a no-op that says so.
+    again = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", outs[("rnet", 1)], "--quiet", *sets)
+    assert again.returncode == 0 and "already complete" in again.stdout
