@@ -220,7 +220,8 @@ class Cascade:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, cfg: DetectionConfig | None = None,
-                     stages: Sequence[str] = STAGES, device: str | torch.device = "auto") -> "Cascade":
+                     stages: Sequence[str] = STAGES, device: str | torch.device = "auto",
+                     stack: bool | None = None) -> "Cascade":
         """Load ``RUN_DIR/pnet.pt`` (and ``rnet.pt``, ``onet.pt`` as ``stages`` asks)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -228,7 +229,7 @@ class Cascade:
         last = _last_stage(stages, STAGES)
         wanted = STAGES[:STAGES.index(last) + 1]
         nets = {stage: load_stage_net(run_dir, stage) for stage in wanted}
-        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device=device)
+        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device=device, stack=stack)
 
     # ---- public entry points ----------------------------------------------------------------
 

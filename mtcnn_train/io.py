@@ -32,6 +32,26 @@ MAX_IMAGE_PIXELS = 16384 * 16384
 # no reader trusts (temp names start with '.tmp-').
 
 
+# Fault injection for the kill-and-resume tests (tests/robustness/test_kill_resume.py): with
+# MTCNN_FAULT_KILL_AT=k in the environment, the process SIGKILLs itself at its k-th fault point,
+# i.e. at the most dangerous moments: a temp file fully written but not yet renamed into place.
+_FAULT_ENV = "MTCNN_FAULT_KILL_AT"
+_fault_count = 0
+
+
+def fault_point() -> None:
+    """Count a point where a crash must not lose or corrupt work; die there if the test says so."""
+    global _fault_count
+    target = os.environ.get(_FAULT_ENV)
+    if not target:
+        return
+    _fault_count += 1
+    if _fault_count == int(target):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success."""
@@ -44,6 +64,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        fault_point()
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -42,7 +42,7 @@ import numpy as np
 
 from mtcnn_train.errors import AnnotationError, ImageError, UserError
 from mtcnn_train.evaluation.fddb_matching import MATCHING_METHODS, OfficialSolverError, assignment
-from mtcnn_train.io import atomic_write_json, atomic_write_text, image_size
+from mtcnn_train.io import fault_point, remove_stale_temp_files, atomic_write_json, atomic_write_text, image_size
 
 #: Threshold the official program gives an image without detections (C++ DBL_MAX on Linux).
 NO_DETECTION_THRESHOLD = sys.float_info.max
@@ -760,6 +760,7 @@ class DetectionLog:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
+        fault_point()
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -825,6 +826,7 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     check_matching(matching)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)  # a killed run's temp files were never trusted
     ev = cfg.evaluation
     use_ellipses = ev.box_to_ellipse if box_to_ellipse is None else box_to_ellipse
     log = DetectionLog(out_dir, fingerprint or detector_fingerprint(None, cfg.detection))

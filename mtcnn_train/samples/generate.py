@@ -53,7 +53,7 @@ from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.datasets.split import record_key, split_train_val
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.geometry import clip_boxes
-from mtcnn_train.io import load_image
+from mtcnn_train.io import fault_point, load_image, remove_stale_temp_files
 from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.shards import (
     ARRAY_DTYPES,
@@ -434,6 +434,7 @@ def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str, mining: MiningJ
         (tmp / UNIT_STATS).write_text(json.dumps(stats))
         final = work / unit.name
         shutil.rmtree(final, ignore_errors=True)
+        fault_point()
         os.replace(tmp, final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -705,6 +706,8 @@ def generate_samples(cfg: Config, out_dir: str | Path, stage: str = "pnet", weig
                                   already_complete=True, mining=finished.get("mining"))
 
         out.mkdir(parents=True, exist_ok=True)
+        # Temp files of a killed run were never renamed into place: nothing trusts them.
+        remove_stale_temp_files(out)
         _prepare_work_dir(work, fingerprint)
         done = {unit.name for unit in units if (work / unit.name / UNIT_STATS).is_file()}
         pending = [unit for unit in units if unit.name not in done]

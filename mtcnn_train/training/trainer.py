@@ -526,6 +526,7 @@ def train_stage(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], run_
         if ctx.is_main:
             paths.folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(paths.folder)
+            remove_stale_temp_files(paths.folder.parent)  # RUN_DIR/<stage>.pt is written there
             if force:
                 clear_stage_outputs(paths)
         distributed.barrier(ctx)
