@@ -220,7 +220,7 @@ class Cascade:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, cfg: DetectionConfig | None = None,
-                     stages: Sequence[str] = STAGES, device: str | torch.device = "auto",
+                     stages: str | Sequence[str] = STAGES, device: str | torch.device = "auto",
                      stack: bool | None = None) -> "Cascade":
         """Load ``RUN_DIR/pnet.pt`` (and ``rnet.pt``, ``onet.pt`` as ``stages`` asks)."""
         run_dir = Path(run_dir)
@@ -256,7 +256,7 @@ class Cascade:
             by_size[image.shape].append(i)
         results: list[Detections | None] = [None] * len(images)
         # On a GPU, equal-size images are stacked through the pyramid.  On the CPU they go one by
-        # one: stacking 16 images of 1024x768 measured 1.4x slower (the activations of a whole
+        # one: stacking 16 images of 1024x768 measured 1.9x slower (the activations of a whole
         # batch spill out of the caches), and nothing else in the cascade gains from it there.
         step = self.cfg.batch_size if self.stack else 1
         for indices in by_size.values():

@@ -113,6 +113,9 @@ def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = 
         echo(f"[{2 * number + 2}/{2 * len(stages)}] {stage} trained: validation accuracy "
              f"{_fmt(val.get('accuracy'))}, recall {_fmt(val.get('recall'))}, precision {_fmt(val.get('precision'))} "
              f"({report.seconds[stage]:.0f} s)")
+    from mtcnn_train.evaluation.plots import plot_training_curves
+
+    plot_training_curves(run_dir)
     atomic_write_json(run_dir / "summary.json", report.to_json())
     return report
 

@@ -82,3 +82,34 @@ def plot_pr(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray
     if curves:
         ax.legend(loc="lower left")
     _save(fig, path)
+
+
+def plot_training_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Loss and validation accuracy per epoch of every stage in a run folder, as one PNG.
+
+    Reads ``RUN_DIR/<stage>/metrics.jsonl`` (the same figures the TensorBoard scalars hold).
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    stages = [s for s in ("pnet", "rnet", "onet") if (run_dir / s / "metrics.jsonl").is_file()]
+    if not stages:
+        from mtcnn_train.errors import UserError
+
+        raise UserError(f"{run_dir}: no <stage>/metrics.jsonl to plot")
+    fig = _figure(11.0, 4.0)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for stage in stages:
+        rows = [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        epochs = [r["epoch"] for r in rows]
+        loss_ax.plot(epochs, [r["train"]["loss"] for r in rows], label=f"{stage} train")
+        loss_ax.plot(epochs, [r["val"]["loss"] for r in rows], "--", label=f"{stage} validation")
+        acc_ax.plot(epochs, [r["val"]["accuracy"] for r in rows], marker="o", label=stage)
+    loss_ax.set(xlabel="epoch", ylabel="weighted loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy (positives vs negatives)", title="face accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    target = Path(out) if out is not None else run_dir / "training_curves.png"
+    _save(fig, target)
+    return target
