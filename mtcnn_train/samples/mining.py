@@ -114,15 +114,25 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
             stats[key] += value
         labels, targets = label_candidates(candidates, faces, usable, bands)
         keep = labels != smp.DISCARD
-        n = int(keep.sum())
+        crops, labels, targets = candidates[keep], labels[keep], targets[keep]
+        if cfg.sampling.mining_base_crops:
+            # A strong earlier stage lets few negatives (or few faces) through, and the ratio would
+            # then shrink the whole set to the scarcest type: the IoU-banded crops of P-Net sampling
+            # are added as a base, with the mined hard examples on top.
+            plan = smp.plan_detection_crops(gen._item_rng(cfg.sampling.seed, gen._WIDER_STREAM, _seed_index),
+                                            width, height, faces, usable, cfg.sampling, bands)
+            crops = np.concatenate([crops, plan.crops])
+            labels = np.concatenate([labels, plan.labels])
+            targets = np.concatenate([targets, plan.boxes])
+        n = len(labels)
         stats["crops"] += n
         parts.append({
-            "images": cascade.crops(image, candidates[keep], size),
-            "labels": labels[keep],
-            "boxes": targets[keep],
+            "images": cascade.crops(image, crops, size),
+            "labels": labels,
+            "boxes": targets,
             "landmarks": np.full((n, 10), np.nan, np.float32),
             "sources": np.full(n, source_index, np.int32),
-            "crops": candidates[keep].astype(np.float32),
+            "crops": crops.astype(np.float32),
         })
     return concat_arrays(parts, size), stats
 
