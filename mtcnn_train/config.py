@@ -89,9 +89,10 @@ class SamplingConfig:
     #: Mining (R-Net, O-Net sets) also adds the IoU-banded crops of P-Net sampling around each
     #: face, so a strong earlier stage cannot starve a sample type; the mined candidates come on top.
     mining_base_crops: bool = True
-    #: Target size of mined (R-Net, O-Net) sample sets; 0 = the same rule as ``total``.  O-Net
+    #: Target sizes of the mined R-Net and O-Net sets; 0 = the same rule as ``total``.  O-Net
     #: trains about 100x slower per sample than P-Net, so its set is often kept smaller.
-    mining_total: int = 0
+    total_rnet: int = 0
+    total_onet: int = 0
     #: Samples per shard file.
     shard_size: int = 100_000
 
@@ -349,7 +350,7 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
            f"the part band's lower edge ({s.part_iou}) must lie below the positive band ({s.pos_iou})")
     _check(s.min_face_size >= 1, loc, "sampling.min_face_size", f"must be at least 1 pixel, got {s.min_face_size}")
     for key in ("random_negatives_per_image", "negatives_per_face", "crops_per_face",
-                "landmark_crops_per_face", "total", "mining_total", "workers"):
+                "landmark_crops_per_face", "total", "total_rnet", "total_onet", "workers"):
         _check(getattr(s, key) >= 0, loc, f"sampling.{key}", f"must not be negative, got {getattr(s, key)}")
     _check(s.shard_size >= 1, loc, "sampling.shard_size", f"must be at least 1, got {s.shard_size}")
     _check(s.landmark_boxes in ("auto", "file", "derived"), loc, "sampling.landmark_boxes",

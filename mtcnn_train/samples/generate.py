@@ -761,7 +761,7 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
     if sum(ratio_used.values()) <= 0:
         raise UserError(f"sampling.ratio gives no share to the sample types the inputs can make ({', '.join(absent)} "
                         "have no input)")
-    total = s.mining_total if stage != "pnet" and s.mining_total else s.total
+    total = {"pnet": s.total, "rnet": s.total_rnet or s.total, "onet": s.total_onet or s.total}[stage]
     targets = smp.target_counts(available, ratio_used, _part_total(total, num_shards, shard_index))
     chosen = smp.select_by_ratio(labels, targets, s.seed)
 
