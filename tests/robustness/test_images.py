@@ -294,7 +294,9 @@ MEMORY_PROBE = textwrap.dedent("""
         except ImageError as exc:
             outcomes.append("ImageError: " + str(exc))
     print("\\n".join(outcomes))
-    print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM is this process image's own peak: ru_maxrss would carry the parent's peak across exec.
+    hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+    print("peak_rss_kb", hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """)
 
 
