@@ -36,11 +36,6 @@ def _run(args, env=None, timeout=300):
                           env=full_env, timeout=timeout)
 
 
-def _count_fault_points(args) -> int:
-    """Run with a counter only (kill at an unreachable point) to learn how many fault points a run has."""
-    return 0
-
-
 def _kill_after(args, delay: float) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "mtcnn_train", *map(str, args)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -140,7 +135,7 @@ def test_gen_samples_pnet_survives_kills(tmp_path, synthetic):
 
 def _face_loving(stage):
     net = build_net(stage)
-    head = net.conv4_1 if stage == "pnet" else net.dense5_1
+    head = {"pnet": net.conv4_1, "rnet": net.dense5_1, "onet": net.dense6_1}[stage]
     with torch.no_grad():
         head.weight.mul_(0.1)
         head.bias.copy_(torch.tensor([-2.0, 2.0]))

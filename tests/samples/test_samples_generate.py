@@ -256,9 +256,9 @@ def test_cli_gen_samples_and_inspect(synthetic_data, tmp_path, cli_runner):
     assert sheet is not None and sheet.shape[0] >= 4 * 96
     counts = SampleSet.open(out).counts()
     assert f"negative {counts['negative']}" in result.stdout
-    # Other stages are not built here; bad values give one line and status 2.
+    # Mining stages need the earlier nets; bad values give one line and status 2.
     result = cli_runner("gen-samples", "--stage", "rnet", "--out", tmp_path / "r")
-    assert result.returncode == 2 and "not built" in result.stderr
+    assert result.returncode == 2 and "pass --weights RUN_DIR" in result.stderr and len(result.stderr.splitlines()) == 1
     result = cli_runner("gen-samples", "--stage", "pnet", "--out", tmp_path / "none")
     assert result.returncode == 2 and result.stderr.startswith("error: nothing to sample")
     result = cli_runner("gen-samples", "--stage", "pnet", "--out", tmp_path / "x", "--wider-root", tmp_path / "nowhere")
