@@ -135,7 +135,7 @@ def test_gen_samples_pnet_survives_kills(tmp_path, synthetic):
 
 def _face_loving(stage):
     net = build_net(stage)
-    head = {"pnet": net.conv4_1, "rnet": net.dense5_1, "onet": net.dense6_1}[stage]
+    head = getattr(net, {"pnet": "conv4_1", "rnet": "dense5_1", "onet": "dense6_1"}[stage])
     with torch.no_grad():
         head.weight.mul_(0.1)
         head.bias.copy_(torch.tensor([-2.0, 2.0]))
