@@ -1,7 +1,8 @@
 """P-Net, R-Net and O-Net with the original MTCNN architectures.
 
 Layer names and parameter shapes follow the original Caffe models (as shipped, converted, in
-facenet-pytorch), so the published weights import with :func:`import_facenet_state_dict`.
+facenet-pytorch), so the published weights import with
+:func:`mtcnn_train.weights_import.convert_facenet_state_dict`.
 Differences from the published models, each on purpose:
 
 * every net has a 10-value landmark head (the paper trains landmarks at all three stages; the
