@@ -38,17 +38,10 @@ from mtcnn_train.weights_import import add_counts, facenet_to_edges, import_face
 
 
 def wider_images(root: Path, count: int) -> list[Path]:
-    lines = (root / "wider_face_split" / "wider_face_train_bbx_gt.txt").read_text().splitlines()
-    paths, i = [], 0
-    while i < len(lines) and len(paths) < count:
-        name = lines[i].strip()
-        i += 1
-        if not name:
-            continue
-        faces = int(lines[i])
-        i += 1 + max(faces, 1)
-        paths.append(root / "WIDER_train" / "images" / name)
-    return paths
+    """The first ``count`` images in the order of the official train annotation file."""
+    from mtcnn_train.datasets.wider import read_wider, wider_paths
+
+    return [record.image_path for record in read_wider(*wider_paths(root, "train"))[:count]]
 
 
 class Clock:

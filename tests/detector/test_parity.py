@@ -21,17 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 def wider_images(root, count: int):
     """The first ``count`` images in the order of the official train annotation file."""
-    lines = (root / "wider_face_split" / "wider_face_train_bbx_gt.txt").read_text().splitlines()
-    paths, i = [], 0
-    while i < len(lines) and len(paths) < count:
-        name = lines[i].strip()
-        i += 1
-        if not name:
-            continue
-        faces = int(lines[i])
-        i += 1 + max(faces, 1)  # a line of zeros follows an image without faces
-        paths.append(root / "WIDER_train" / "images" / name)
-    return paths
+    from mtcnn_train.datasets.wider import read_wider, wider_paths
+
+    return [record.image_path for record in read_wider(*wider_paths(root, "train"))[:count]]
 
 
 def test_parity_with_facenet_pytorch(tmp_path):
