@@ -36,6 +36,9 @@ class DataConfig:
     landmarks: str | None = None
     #: ``auto`` detects the format from the file; or celeba, celeba-aligned, lfw-net, mtfl.
     landmarks_format: str = "auto"
+    #: A held-out landmark list (same formats, read with ``landmarks_format``) that the pipeline's
+    #: evaluation scores O-Net's landmarks on, e.g. MTFL's AFLW crops (``new_testing.txt``).
+    landmarks_test: str | None = None
     #: Folder holding ``FDDB-folds/`` and ``originalPics/``.
     fddb_root: str | None = None
     #: Share of WIDER images (whole images, never single faces) held out for validation.

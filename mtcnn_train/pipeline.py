@@ -213,4 +213,12 @@ def evaluate_validation_split(cfg: Config, run_dir: str | Path, stages: tuple[st
                                           fingerprint={**detector_fingerprint(run_dir, cfg.detection), "stages": upto},
                                           echo=echo)
         results[f"WIDER val AP ({name})"] = {setting: r.ap for setting, r in ap.items()}
+    if cfg.data.landmarks_test and "onet" in stages:
+        from mtcnn_train.evaluation.landmarks import evaluate_landmarks_run
+
+        scores = evaluate_landmarks_run(run_dir, cfg.resolve_path(cfg.data.landmarks_test), run_dir / "eval" / "landmarks",
+                                        cfg, fmt=cfg.data.landmarks_format, echo=echo)
+        for protocol, result in scores.items():
+            results[f"landmark NME ({protocol} boxes)"] = {"nme": result.nme, "failure_rate": result.failure_rate,
+                                                           "scored": result.scored, "faces": result.faces}
     return results

@@ -1,4 +1,4 @@
-"""Evaluation commands: ``eval fddb`` and ``eval wider``."""
+"""Evaluation commands: ``eval fddb``, ``eval wider`` and ``eval landmarks``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +15,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 @cli.group("eval")
 def eval_group() -> None:
-    """Score a detector on FDDB (official protocol) or WIDER FACE (average precision)."""
+    """Score a detector on FDDB (official protocol), WIDER FACE (average precision) or landmark lists."""
 
 
 def _given(**options) -> list[str]:
@@ -88,9 +88,11 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
                                           "hard}_val.mat: score the easy/medium/hard settings.")
 @click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
 @click.option("--predictions", type=_DIR, help="Score an existing prediction folder (<event>/<image>.txt).")
+@click.option("--stages", "last_stage", type=click.Choice(["pnet", "rnet", "onet"]), default=None,
+              help="With --weights: score the cascade up to this stage (P, P+R or P+R+O; default: all it has).")
 @click.option("--out", type=_DIR, required=True, help="Output folder (predictions/, ap.json, pr_curve.png).")
 @config_options
-def eval_wider(wider_root, split, annotations, images, gt_dir, weights, predictions, out, config_path,
+def eval_wider(wider_root, split, annotations, images, gt_dir, weights, predictions, last_stage, out, config_path,
                overrides) -> None:
     """WIDER FACE average precision (official protocol)."""
     from mtcnn_train.evaluation import wider
@@ -100,4 +102,28 @@ def eval_wider(wider_root, split, annotations, images, gt_dir, weights, predicti
         wider_root = cfg.resolve_path(cfg.data.wider_root)
     out = prepare_output_dir(out, force=False)
     wider.evaluate_wider_run(out, cfg, weights=weights, predictions=predictions, wider_root=wider_root, split=split,
-                             annotations=annotations, images=images, gt_dir=gt_dir, echo=click.echo)
+                             annotations=annotations, images=images, gt_dir=gt_dir, stages=last_stage,
+                             echo=click.echo)
+
+
+@eval_group.command("landmarks")
+@click.option("--weights", type=_DIR, required=True, help="Run folder with pnet.pt, rnet.pt and onet.pt.")
+@click.option("--annotations", type=_FILE, required=True,
+              help="Landmark list: MTFL crops (e.g. new_testing.txt, AFLW), LFW+Net or CelebA.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"]),
+              default="auto", show_default=True, help="Format of --annotations.")
+@click.option("--images", type=_DIR, help="Folder the image names are relative to (default: per format).")
+@click.option("--min-iou", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+              help="A detection scores a face when its IoU with the face's reference box reaches this.")
+@click.option("--label", help="Name on the plot (default: the weights folder's name).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--out", type=_DIR, required=True, help="Output folder (landmarks.json, ced.png).")
+@config_options
+def eval_landmarks(weights, annotations, fmt, images, min_iou, label, quiet, out, config_path, overrides) -> None:
+    """Landmark error normalised by the inter-ocular distance (mean, failures > 0.1, CED plot)."""
+    from mtcnn_train.evaluation.landmarks import evaluate_landmarks_run
+
+    cfg = get_config(config_path, overrides)
+    out = prepare_output_dir(out, force=False)
+    evaluate_landmarks_run(weights, annotations, out, cfg, fmt=fmt, images_root=images, min_iou=min_iou,
+                           label=label, progress=not quiet, echo=click.echo)

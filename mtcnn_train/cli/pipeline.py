@@ -1,6 +1,7 @@
 """Whole-pipeline commands: ``demo`` and ``pipeline``."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -45,12 +46,16 @@ def pipeline(out: Path, stages: str, evaluate: bool, quiet: bool, config_path: P
              overrides: tuple[str, ...]) -> None:
     """Run every stage of a config in order (samples, P-Net, mining, R-Net, mining, O-Net, eval)."""
     from mtcnn_train.config import STAGES
+    from mtcnn_train.io import atomic_write_json
     from mtcnn_train.pipeline import evaluate_validation_split, run_pipeline
 
     cfg = get_config(config_path, overrides)
     chosen = STAGES[:STAGES.index(stages) + 1]
     report = run_pipeline(cfg, out, stages=chosen, progress=not quiet, echo=click.echo)
     if evaluate:
+        start = time.perf_counter()
         report.evaluation.update(evaluate_validation_split(cfg, out, chosen, echo=click.echo))
+        report.seconds["eval"] = time.perf_counter() - start
+        atomic_write_json(out / "summary.json", report.to_json())
     click.echo("")
     click.echo(report.table())

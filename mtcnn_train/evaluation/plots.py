@@ -36,6 +36,20 @@ def _step_curve(roc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fp, np.maximum.accumulate(tpr)
 
 
+def _finish(fig, ax, path: str | Path, *, xlim: tuple[float, float], ylim: tuple[float, float], xlabel: str,
+            ylabel: str, title: str, legend: str | None) -> None:
+    """Limits, labels, grid and legend (when there are curves), then write the PNG."""
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(loc=legend)
+    _save(fig, path)
+
+
 def plot_roc(path: str | Path, curves: Sequence[tuple[str, np.ndarray]], title: str = "FDDB ROC",
              max_fp: float | None = None) -> None:
     """FDDB-style ROC: true positive rate against the number of false positives.
@@ -52,15 +66,9 @@ def plot_roc(path: str | Path, curves: Sequence[tuple[str, np.ndarray]], title: 
         if len(fp):
             ax.step(fp, tpr, where="post", label=label, linewidth=1.8)
             largest = max(largest, float(fp.max()))
-    ax.set_xlim(0, max_fp if max_fp is not None else min(max(10.0, largest * 1.05), 2000.0))
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("False positives")
-    ax.set_ylabel("True positive rate")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(loc="lower right")
-    _save(fig, path)
+    _finish(fig, ax, path, xlim=(0, max_fp if max_fp is not None else min(max(10.0, largest * 1.05), 2000.0)),
+            ylim=(0, 1), xlabel="False positives", ylabel="True positive rate", title=title,
+            legend="lower right" if curves else None)
 
 
 def plot_pr(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]],
@@ -73,15 +81,25 @@ def plot_pr(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray
         recall = np.asarray(recall, dtype=np.float64)
         name = f"{label} (AP {ap:.3f})" if ap == ap else f"{label} (no faces)"
         ax.plot(recall, precision, label=name, linewidth=1.8)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("Recall")
-    ax.set_ylabel("Precision")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(loc="lower left")
-    _save(fig, path)
+    _finish(fig, ax, path, xlim=(0, 1), ylim=(0, 1.01), xlabel="Recall", ylabel="Precision", title=title,
+            legend="lower left" if curves else None)
+
+
+def plot_ced(path: str | Path, curves: Sequence[tuple[str, np.ndarray]], max_error: float = 0.3,
+             title: str = "Landmark cumulative error distribution") -> None:
+    """Share of faces (y) whose normalised mean landmark error is at most x; ``curves`` are
+    ``(label, per-face errors)``.  The legend gives each curve's mean error."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for label, errors in curves:
+        errors = np.sort(np.asarray(errors, dtype=np.float64))
+        if len(errors) == 0:
+            continue
+        share = np.arange(1, len(errors) + 1) / len(errors)
+        ax.step(np.concatenate([[0.0], errors]), np.concatenate([[0.0], share]), where="post",
+                label=f"{label} (NME {errors.mean():.4f})", linewidth=1.8)
+    _finish(fig, ax, path, xlim=(0, max_error), ylim=(0, 1), xlabel="Mean error / inter-ocular distance",
+            ylabel="Share of faces", title=title, legend="lower right" if curves else None)
 
 
 def plot_training_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:

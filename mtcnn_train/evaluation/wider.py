@@ -442,7 +442,8 @@ def load_ground_truth(*, wider_root: str | Path | None = None, split: str = "val
 def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | None = None,
                        predictions: str | Path | None = None, wider_root: str | Path | None = None,
                        split: str = "val", annotations: str | Path | None = None, images: str | Path | None = None,
-                       gt_dir: str | Path | None = None, echo=print) -> dict[str, WiderAP]:
+                       gt_dir: str | Path | None = None, stages: str | None = None,
+                       echo=print) -> dict[str, WiderAP]:
     """``eval wider``: ground truth from any source, predictions from a detector or a folder."""
     from mtcnn_train.evaluation.fddb import detector_fingerprint
 
@@ -452,8 +453,18 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
     if not gt.keys:
         raise UserError("the ground truth lists no images")
     if predictions is not None:
+        if stages is not None:
+            raise UserError("--stages picks the cascade's last stage; it does not combine with --predictions")
         return evaluate_wider_predictions(gt, read_predictions(predictions), out_dir, cfg, echo)
     from mtcnn_train.detector import Cascade
 
-    cascade = Cascade.from_run_dir(weights, cfg.detection, device=cfg.detection.device)
-    return evaluate_wider_with_detector(cascade, gt, out_dir, cfg, detector_fingerprint(weights, cfg.detection), echo)
+    if stages is None:
+        # All the stages the folder holds: P, P+R or P+R+O.
+        from mtcnn_train.checkpoint import stage_weights_path
+        from mtcnn_train.config import STAGES
+
+        held = [s for s in STAGES if stage_weights_path(Path(weights), s).is_file()]
+        stages = held[-1] if held else "pnet"
+    cascade = Cascade.from_run_dir(weights, cfg.detection, stages=stages, device=cfg.detection.device)
+    fingerprint = {**detector_fingerprint(weights, cfg.detection), "stages": stages}
+    return evaluate_wider_with_detector(cascade, gt, out_dir, cfg, fingerprint, echo)

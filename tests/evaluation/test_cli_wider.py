@@ -51,3 +51,29 @@ def test_needs_exactly_one_source_of_predictions(tmp_path, run_cli):
     result = run_cli("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path, "--out",
                         tmp_path / "out")
     assert result.returncode == 2 and "exactly one of --weights" in result.stderr
+
+
+def test_stages_pick_the_cascade_to_score(tmp_path, run_cli):
+    import cv2
+    import torch
+
+    from mtcnn_train.checkpoint import save_checkpoint
+    from mtcnn_train.nets import build_net
+
+    (tmp_path / "gt.txt").write_text(GT_TEXT)
+    for name in ("0--Parade/0_Parade_a.jpg", "1--Handshaking/1_Hand_c.jpg"):
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "images" / name), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "run" / "pnet.pt", {"stage": "pnet", "model": build_net("pnet").state_dict(), "epoch": 1})
+    common = ("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path / "images")
+
+    # A folder with P-Net only is scored as the P-only cascade without being told.
+    result = run_cli(*common, "--weights", tmp_path / "run", "--out", tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "p" / "ap.json").read_text())["ap"]["all"]["faces"] == 2
+    result = run_cli(*common, "--weights", tmp_path / "run", "--stages", "rnet", "--out", tmp_path / "pr")
+    assert result.returncode == 2 and "rnet.pt" in result.stderr
+    result = run_cli(*common, "--predictions", tmp_path / "p" / "predictions", "--stages", "pnet",
+                     "--out", tmp_path / "x")
+    assert result.returncode == 2 and "does not combine with --predictions" in result.stderr
