@@ -6,6 +6,10 @@ The library side of ``mtcnn-train detect``::
     DIR/<name>.jpg            each image with its boxes, scores and landmarks drawn
     DIR/<name>.mp4            each video, annotated frame by frame (mp4v)
     DIR/<name>.json           one JSON per image, with ``per_image_json``
+    DIR/onnx/                 with ``backend='onnx'`` and only ``.pt`` weights: the nets exported to ONNX
+
+``backend='onnx'`` runs the nets in onnxruntime on the CPU (:meth:`Cascade.from_onnx_dir`), from
+``pnet.onnx`` etc. in the weights folder, or exported there first from its ``pnet.pt`` etc.
 
 Unreadable images and videos are counted and listed under ``skipped``; they never stop the run.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -25,6 +29,7 @@ from mtcnn_train.detector import Cascade, Detections
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
 
+BACKENDS = ("torch", "onnx")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
@@ -37,6 +42,11 @@ class DetectSummary:
     faces: int = 0
     skipped: list[dict] = field(default_factory=list)
     output: Path | None = None
+    backend: str = "torch"
+    #: The ONNX files the cascade ran from (``backend='onnx'``).
+    onnx_dir: Path | None = None
+    #: Whether they were exported by this run (the weights folder held only ``.pt`` files).
+    exported: bool = False
 
 
 @dataclass
@@ -167,26 +177,63 @@ def _detect_video(cascade: Cascade, item: _Input, out_dir: Path, last: str, anno
         capture.release()
 
 
+def _onnx_cascade(weights: Path, out_dir: Path, cfg: DetectionConfig, wanted: tuple[str, ...],
+                  summary: DetectSummary, echo: Callable[[str], None] | None) -> Cascade:
+    """The ONNX cascade from ``weights/*.onnx``, or from ``.pt`` weights exported to ``out_dir/onnx``."""
+    from mtcnn_train.export import export_models, require_onnxruntime
+
+    require_onnxruntime()  # before exporting anything
+    if all((weights / f"{stage}.onnx").is_file() for stage in wanted):
+        summary.onnx_dir = weights
+    else:
+        summary.onnx_dir = out_dir / "onnx"
+        export_models(weights, "onnx", summary.onnx_dir, stages=wanted)
+        summary.exported = True
+        if echo is not None:
+            echo(f"exported {', '.join(f'{s}.pt' for s in wanted)} from {weights} to ONNX in {summary.onnx_dir}")
+    return Cascade.from_onnx_dir(summary.onnx_dir, cfg, stages=wanted)
+
+
 def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str | Path,
                  cfg: DetectionConfig, last_stage: str | None = None, per_image_json: bool = False,
-                 annotate: bool = True, device: str = "auto") -> DetectSummary:
-    """Detect faces in every image and video under ``paths`` with the weights in ``weights``."""
+                 annotate: bool = True, device: str = "auto", backend: str = "torch",
+                 echo: Callable[[str], None] | None = None) -> DetectSummary:
+    """Detect faces in every image and video under ``paths`` with the weights in ``weights``.
+
+    ``backend='onnx'`` runs the nets with onnxruntime on the CPU: from ``weights/pnet.onnx`` etc.
+    when all the stages asked for are there, otherwise from ``weights/pnet.pt`` etc. exported to
+    ``out_dir/onnx`` first (``echo`` is told so, in one line).
+    """
     weights = Path(weights)
     out_dir = Path(out_dir)
     last = last_stage or "onet"
     if last not in STAGES:
         raise UserError(f"unknown stage {last!r}; expected one of {', '.join(STAGES)}")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; expected torch or onnx")
+    if backend == "onnx" and str(device).startswith("cuda"):
+        raise UserError(f"the onnx backend runs on the CPU only (device {device} asked for); "
+                        f"pass --device cpu, or --backend torch to run on the GPU")
     wanted = STAGES[:STAGES.index(last) + 1]
-    missing = [s for s in wanted if not stage_weights_path(weights, s).is_file()]
+    missing = [s + ".pt" for s in wanted if not stage_weights_path(weights, s).is_file()]
+    if backend == "onnx" and missing:
+        # Neither a full set of .pt nor of .onnx files: name the first gap of the set that goes further.
+        missing_onnx = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
+        missing = missing_onnx and max(missing, missing_onnx, key=lambda m: STAGES.index(m[0].split(".")[0]))
     if missing:
-        hint = f"; pass --stages {STAGES[STAGES.index(missing[0]) - 1]} to stop before it" if missing[0] != "pnet" else ""
-        raise UserError(f"{weights}: no {missing[0]}.pt{hint}")
+        stage, suffix = missing[0].split(".")
+        hint = f"; pass --stages {STAGES[STAGES.index(stage) - 1]} to stop before it" if stage != "pnet" else ""
+        also = f" (nor {stage}.{'onnx' if suffix == 'pt' else 'pt'})" if backend == "onnx" else ""
+        raise UserError(f"{weights}: no {missing[0]}{also}{hint}")
     inputs = collect_inputs(paths, exclude=out_dir)
     if not inputs:
         raise UserError(f"no images or videos found in {', '.join(map(str, paths))}")
-    cascade = Cascade.from_run_dir(weights, cfg, stages=wanted, device=device)
+    summary = DetectSummary(output=out_dir / "detections.json", backend=backend)
+    if backend == "onnx":
+        cascade = _onnx_cascade(weights, out_dir, cfg, wanted, summary, echo)
+    else:
+        cascade = Cascade.from_run_dir(weights, cfg, stages=wanted, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = DetectSummary(output=out_dir / "detections.json")
     images, videos = [], []
     for item in tqdm(inputs, desc="detect", unit="file"):
         try:
@@ -214,6 +261,8 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
         summary.faces += len(dets)
     atomic_write_json(summary.output, {
         "weights": str(weights),
+        "backend": backend,
+        **({"onnx_models": str(summary.onnx_dir), "onnx_exported": summary.exported} if backend == "onnx" else {}),
         "stages": list(wanted),
         "detection": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "images": images,

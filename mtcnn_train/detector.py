@@ -231,6 +231,30 @@ class Cascade:
         nets = {stage: load_stage_net(run_dir, stage) for stage in wanted}
         return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device=device, stack=stack)
 
+    @classmethod
+    def from_onnx_dir(cls, export_dir: str | Path, cfg: DetectionConfig | None = None,
+                      stages: str | Sequence[str] = STAGES, threads: int = 0) -> "Cascade":
+        """The cascade over ``EXPORT_DIR/pnet.onnx`` (and ``rnet.onnx``, ``onet.onnx`` as ``stages``
+        asks), as written by ``mtcnn-train export --format onnx``, run with onnxruntime on the CPU.
+
+        The nets run in onnxruntime (``threads`` intra-op threads; 0: its default); the pyramid,
+        crops and NMS stay torch code on the CPU, whatever ``cfg.device`` says.  Needs the ``onnx``
+        extra (onnxruntime).
+        """
+        from mtcnn_train.export import exported_file, load_onnx_nets  # export.py does not import us
+
+        export_dir = Path(export_dir)
+        if not export_dir.is_dir():
+            raise UserError(f"{export_dir}: ONNX export folder not found")
+        last = _last_stage(stages, STAGES)
+        wanted = STAGES[:STAGES.index(last) + 1]
+        missing = [s for s in wanted if not (export_dir / exported_file(s, "onnx")).is_file()]
+        if missing:
+            raise UserError(f"{export_dir}: no {exported_file(missing[0], 'onnx')} "
+                            "(run mtcnn-train export --format onnx first)")
+        nets = load_onnx_nets(export_dir, stages=wanted, threads=threads)
+        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device="cpu", stack=False)
+
     # ---- public entry points ----------------------------------------------------------------
 
     def detect(self, image_rgb: np.ndarray, stages: str | Sequence[str] | None = None) -> Detections:

@@ -14,7 +14,23 @@ O-Net      ``onet.onnx`` / ``onet.torchscript.pt``  batch (input 48 x 48)
 
 ONNX files use opset 17 (:data:`ONNX_OPSET`).  ``export.json`` beside them records the opset,
 names, normalisation and the source checkpoints.  :class:`OnnxNet` wraps an exported file with
-onnxruntime (the ``onnx`` extra) so the same :class:`~mtcnn_train.detector.Cascade` code runs on it.
+onnxruntime (the ``onnx`` extra) so the same :class:`~mtcnn_train.detector.Cascade` code runs on it:
+
+===========================================================  =====================================================
+call                                                         gives
+===========================================================  =====================================================
+``export_models(run_dir, "onnx", out_dir)``                  ``out_dir/{pnet,rnet,onet}.onnx`` and ``export.json``
+``OnnxNet(path, threads=0)``                                 one net: ``net(x) -> (face, box, landmarks)``
+``load_onnx_nets(export_dir, stages, threads=0)``            ``{"pnet": OnnxNet, ...}`` for the files present
+``Cascade.from_onnx_dir(export_dir, cfg, stages, threads)``  the whole cascade on onnxruntime (CPU only)
+``mtcnn-train detect ... --backend onnx``                    the same from the command line
+===========================================================  =====================================================
+
+In the ONNX cascade only the nets run in onnxruntime; the pyramid, crops and NMS are the same
+torch code as the PyTorch cascade (on the CPU), so both give the same detections up to float
+rounding in the nets (tests/export/test_onnx_cascade.py).  ``threads`` sets onnxruntime's intra-op
+threads (0: its default, one per physical core); torch's own threads are set with
+``torch.set_num_threads``.
 """
 from __future__ import annotations
 
@@ -92,6 +108,15 @@ def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tu
     return record
 
 
+def require_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or a one-line :class:`UserError` saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("the onnx backend needs onnxruntime: pip install 'mtcnn-train[onnx]'") from None
+    return onnxruntime
+
+
 class OnnxNet:
     """An exported ONNX net that the cascade can call like the PyTorch module.
 
@@ -99,10 +124,7 @@ class OnnxNet:
     """
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("the onnx backend needs onnxruntime: pip install 'mtcnn-train[onnx]'") from None
+        ort = require_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: ONNX model not found")

@@ -13,22 +13,28 @@ from mtcnn_train.config import STAGES
 @cli.command("detect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder holding pnet.pt, rnet.pt, onet.pt (e.g. from import-weights).")
+              help="Run folder holding pnet.pt, rnet.pt, onet.pt (e.g. from import-weights); with "
+                   "--backend onnx, a folder of pnet.onnx, rnet.onnx, onet.onnx (from export) also works.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for detections.json and the annotated images and videos.")
 @click.option("--stages", "last_stage", type=click.Choice(STAGES), default="onet", show_default=True,
               help="Stop after this stage (pnet or rnet give the candidates the next stage would see).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: detection.device).")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Run the nets in PyTorch, or in onnxruntime on the CPU (needs the onnx extra; "
+                   ".pt weights are exported to OUT/onnx first).")
 @click.option("--per-image-json", is_flag=True, help="Also write DIR/<name>.json for each image.")
 @click.option("--no-annotate", is_flag=True, help="Write only the JSON, no annotated images or videos.")
 @config_options
-def detect(paths, weights, out, last_stage, device, per_image_json, no_annotate, config_path, overrides) -> None:
+def detect(paths, weights, out, last_stage, device, backend, per_image_json, no_annotate, config_path,
+           overrides) -> None:
     """Detect faces and landmarks in images, folders or a video."""
     from mtcnn_train.detect_files import detect_paths
 
     cfg = get_config(config_path, overrides)
     summary = detect_paths(paths, weights, out, cfg.detection, last_stage=last_stage, per_image_json=per_image_json,
-                           annotate=not no_annotate, device=device or cfg.detection.device)
+                           annotate=not no_annotate, device=device or cfg.detection.device, backend=backend,
+                           echo=click.echo)
     done = f"{summary.faces} faces in {summary.images} images"
     if summary.videos:
         done += f" and {summary.frames} frames of {summary.videos} videos"

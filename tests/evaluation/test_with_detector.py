@@ -124,7 +124,7 @@ def test_wider_with_detector(tmp_path, records, cfg):
 
 def _random_run_dir(tmp_path):
     from mtcnn_train.checkpoint import save_checkpoint
-    from tests.detector.conftest import make_random_nets
+    from tests.random_nets import make_random_nets
 
     run_dir = tmp_path / "run"
     for stage, net in zip(("pnet", "rnet", "onet"), make_random_nets(0)):
