@@ -446,6 +446,10 @@ def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str, mining: MiningJ
     return stats
 
 
+class WorkerDiedError(UserError):
+    """A worker process of the pool vanished mid-unit (SIGKILL, out-of-memory killer)."""
+
+
 def _run_unit_task(task: tuple) -> dict[str, Any]:
     return run_unit(*task)
 
@@ -538,10 +542,20 @@ def run_tasks(tasks: list[tuple], workers: WorkerPool | None) -> Iterator[dict[s
             lock.notify_all()
 
     def welcome_started_workers() -> None:
-        while started[0] < workers.size and not workers.ready.empty():
-            workers.ready.get()
-            started[0] += 1
-            feed()
+        while not workers.ready.empty():
+            pid = workers.ready.get()
+            if started[0] < workers.size:
+                started[0] += 1
+                feed()
+                continue
+            # The pool only starts a worker beyond its size to replace one that died (killed, or
+            # out of memory): the unit that worker held will never report back, so waiting for
+            # it would hang.  Stop; the finished units are on disk and a rerun resumes from them.
+            with lock:
+                errors.append(WorkerDiedError(f"a sample worker process died (killed, or out of memory?) and "
+                                              f"was replaced by process {pid}; the finished units are kept: "
+                                              "rerun the same command to resume"))
+                in_pool[0] = 0
 
     def drain() -> list[dict[str, Any]]:
         with lock:

@@ -263,3 +263,46 @@ def test_cli_gen_samples_and_inspect(synthetic_data, tmp_path, cli_runner):
     assert result.returncode == 2 and result.stderr.startswith("error: nothing to sample")
     result = cli_runner("gen-samples", "--stage", "pnet", "--out", tmp_path / "x", "--wider-root", tmp_path / "nowhere")
     assert result.returncode == 2 and "wider_face_split" in result.stderr
+
+
+WORKER_KILL_SCRIPT = """
+import sys
+from mtcnn_train.config import load_config
+from mtcnn_train.samples import generate
+
+generate.MAIN_PROCESS_TAKES_UNITS = False  # only the workers cut units (and only they die)
+generate.WIDER_UNIT, generate.LANDMARK_UNIT = 4, 16
+cfg = load_config(None, sys.argv[3:])  # argv[2] is a placeholder
+try:
+    generate.generate_pnet_samples(cfg, sys.argv[1], progress=False)
+except generate.WorkerDiedError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_unit_stops_the_run_and_a_rerun_resumes(synthetic_data, small_config, tmp_path, small_units):
+    import subprocess
+    import sys
+
+    overrides = [f"data.wider_root={synthetic_data['wider']}", f"data.landmarks={synthetic_data['landmarks']}",
+                 "data.val_fraction=0.125", "sampling.random_negatives_per_image=12", "sampling.crops_per_face=12",
+                 "sampling.landmark_crops_per_face=4", "sampling.workers=3"]
+    out = tmp_path / "killed"
+    # Each worker SIGKILLs itself when it is about to publish its first unit: before this fix the
+    # pool quietly replaced it and the run waited for the lost unit forever.
+    env = dict(os.environ, MTCNN_FAULT_KILL_AT="1")
+    result = subprocess.run([sys.executable, "-c", WORKER_KILL_SCRIPT, str(out), "-", *overrides], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "worker process died" in result.stdout and "rerun" in result.stdout
+    assert not (out / "manifest.json").exists()
+
+    # The rerun (no kills) resumes and gives the same set as an uninterrupted run.
+    generate_pnet_samples(small_config(), out, progress=False)
+    generate_pnet_samples(small_config(), tmp_path / "whole", progress=False)
+    files_resumed, files_whole = set_files(out), set_files(tmp_path / "whole")
+    for name in files_whole:
+        if name.startswith("shard-"):
+            assert files_resumed[name] == files_whole[name], name
