@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from mtcnn_train.datasets.landmarks import (
-    EYE_MOUTH_BOX_SCALE,
+    DETECTION_BOX_SCALE,
+    HAND_DRAWN_BOX_SCALE,
+    HAND_DRAWN_CENTRE_SHIFT,
     box_from_landmarks,
     detect_landmark_format,
     read_landmarks,
@@ -88,8 +90,8 @@ def test_celeba_image_folder_defaults(tmp_path):
 def test_celeba_aligned_derives_the_box_from_the_landmarks(tmp_path):
     path = write(tmp_path / "list_landmarks_align_celeba.txt", CELEBA_ALIGNED)
     (record,) = read_landmarks(path)
-    # e = (90, 110), m = (90, 150), v = (0, 40): side 1.95 * 40 = 78, centre (90, 130 - 0.02 * 40).
-    np.testing.assert_allclose(record.boxes, [[51, 90.2, 129, 168.2]], atol=1e-4)
+    # e = (90, 110), m = (90, 150), v = (0, 40): side 2.44 * 40 = 97.6, centre (90, 130 - 0.14 * 40).
+    np.testing.assert_allclose(record.boxes, [[41.2, 75.6, 138.8, 173.2]], atol=1e-4)
     assert record.image_path == (tmp_path / "img_align_celeba" / "000001.jpg").resolve()
 
 
@@ -98,8 +100,13 @@ def test_box_from_landmarks_turns_with_the_face():
     # The same face turned 90 degrees (eyes on the right, mouth on the left) gives the same square.
     turned = np.stack([200 - upright[:, 1], upright[:, 0]], axis=1)
     a, b = box_from_landmarks(upright)[0], box_from_landmarks(turned)[0]
-    assert a[2] - a[0] == pytest.approx(EYE_MOUTH_BOX_SCALE * 40) == b[2] - b[0]
+    assert a[2] - a[0] == pytest.approx(DETECTION_BOX_SCALE * 40) == b[2] - b[0]
     assert b[3] - b[1] == pytest.approx(a[3] - a[1])
+    # The face is framed from above the eyes: the centre sits 0.14 |v| towards the eyes.
+    assert (a[1] + a[3]) / 2 == pytest.approx(130 - 0.14 * 40)
+    assert (b[0] + b[2]) / 2 == pytest.approx(200 - 130 + 0.14 * 40)
+    hand_drawn = box_from_landmarks(upright, HAND_DRAWN_BOX_SCALE, HAND_DRAWN_CENTRE_SHIFT)[0]
+    np.testing.assert_allclose(hand_drawn, [51, 90.2, 129, 168.2], atol=1e-4)
     assert box_from_landmarks(np.zeros((0, 5, 2))).shape == (0, 4)
 
 
@@ -131,7 +138,7 @@ def test_official_mtfl_boxes_come_from_the_landmarks_and_attributes_become_flags
     assert detect_landmark_format(path) == "mtfl"
     (record,) = read_landmarks(path)  # no image needed: the box does not depend on its size
     np.testing.assert_array_equal(record.landmarks[0], [[70, 110], [110, 110], [90, 130], [75, 150], [105, 150]])
-    np.testing.assert_allclose(record.boxes, [[51, 90.2, 129, 168.2]], atol=1e-4)
+    np.testing.assert_allclose(record.boxes, [[41.2, 75.6, 138.8, 173.2]], atol=1e-4)
     assert {k: v.tolist() for k, v in record.flags.items()} == {
         "gender": [1], "smile": [2], "glasses": [2], "pose": [3], "invalid": [0]}
     assert record.image_path == (tmp_path / "lfw_5590" / "Aaron_Eckhart_0001.jpg").resolve()

@@ -6,7 +6,13 @@ import pytest
 
 from conftest import shared_path
 from mtcnn_train.datasets.fddb import read_fddb
-from mtcnn_train.datasets.landmarks import box_from_landmarks, detect_landmark_format, read_landmarks
+from mtcnn_train.datasets.landmarks import (
+    HAND_DRAWN_BOX_SCALE,
+    HAND_DRAWN_CENTRE_SHIFT,
+    box_from_landmarks,
+    detect_landmark_format,
+    read_landmarks,
+)
 from mtcnn_train.datasets.wider import missing_images, read_wider, wider_paths
 from mtcnn_train.geometry import iou_matrix
 
@@ -48,10 +54,11 @@ def test_lfw_net_counts(name, count):
 
 
 def test_landmark_box_rule_on_the_held_out_lfw_net_list():
-    """The CelebA-aligned box rule was fitted on the training list; check it on the test list."""
+    """The hand-drawn box rule was fitted on the training list; check it on the test list."""
     records = read_landmarks(shared_path("lfw_net_5pt_annotations", "testImageList.txt"))
     boxes = np.concatenate([r.boxes for r in records])
-    derived = box_from_landmarks(np.concatenate([r.landmarks for r in records]))
+    derived = box_from_landmarks(np.concatenate([r.landmarks for r in records]),
+                                 HAND_DRAWN_BOX_SCALE, HAND_DRAWN_CENTRE_SHIFT)
     overlap = np.array([iou_matrix(a, b)[0, 0] for a, b in zip(boxes, derived)])
     assert np.median(overlap) > 0.8
     assert (overlap > 0.65).mean() > 0.9
