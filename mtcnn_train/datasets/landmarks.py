@@ -89,7 +89,7 @@ MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 def box_from_landmarks(landmarks: np.ndarray,
                        scale: float = DETECTION_BOX_SCALE,
                        centre_shift: float = DETECTION_CENTRE_SHIFT) -> np.ndarray:
-    """Square face boxes ``(N, 4)`` from ``(N, 5, 2)`` landmarks (the rules at DETECTION_BOX_SCALE).
+    """Square face boxes ``(N, 4)`` from ``(N, 5, 2)`` landmarks (rules above DETECTION_BOX_SCALE).
 
     The default is the detection rule; pass ``HAND_DRAWN_BOX_SCALE, HAND_DRAWN_CENTRE_SHIFT``
     for boxes like LFW+Net's hand-drawn ones (on its held-out test list, 3,466 faces, those
