@@ -100,6 +100,10 @@ class SamplingConfig:
     shard_size: int = 100_000
 
 
+#: Values of ``train.<stage>.best_by``: a validation loss to minimise, or "last".
+BEST_BY_CHOICES = ("loss", "loss_det", "loss_box", "loss_landmark", "last")
+
+
 @dataclass
 class StageTrainConfig:
     """Training settings of one network."""
@@ -132,6 +136,12 @@ class StageTrainConfig:
     augment: bool = True
     #: Keep the whole sample set on the device when it fits in this many GiB (0 = never).
     resident_max_gib: float = 4.0
+    #: Which epoch's weights become ``<stage>.pt``: the lowest validation ``loss`` (the α-weighted
+    #: sum), or the lowest of one part (``loss_det``, ``loss_box``, ``loss_landmark``), or ``last``.
+    #: Late in a cosine schedule the box and landmark errors still fall while the classification
+    #: cross-entropy creeps up from over-confidence (accuracy flat), so ``loss`` can pick an epoch
+    #: whose landmarks are clearly worse; ``last`` keeps the end of the schedule.
+    best_by: str = "loss"
     #: Save last.pt every N optimizer steps as well as at each epoch end (0 = epoch ends only).
     checkpoint_every_steps: int = 0
     #: Intra-op CPU threads (0 = torch's default).
@@ -379,6 +389,8 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         _check(t.weight_decay >= 0, loc, f"{p}.weight_decay", f"must not be negative, got {t.weight_decay}")
         _check(t.lr_schedule in ("constant", "step", "cosine"), loc, f"{p}.lr_schedule",
                f"must be constant, step or cosine, got {t.lr_schedule!r}")
+        _check(t.best_by in BEST_BY_CHOICES, loc, f"{p}.best_by",
+               f"must be one of {', '.join(BEST_BY_CHOICES)}, got {t.best_by!r}")
         _check(t.epochs >= 1, loc, f"{p}.epochs", f"must be at least 1, got {t.epochs}")
         _check(t.batch_size >= 1, loc, f"{p}.batch_size", f"must be at least 1, got {t.batch_size}")
         _check(0.0 <= t.val_fraction < 1.0, loc, f"{p}.val_fraction", f"must lie in [0, 1), got {t.val_fraction}")

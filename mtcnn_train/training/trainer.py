@@ -20,7 +20,7 @@ Run folder (several stages share one)::
 
     RUN_DIR/<stage>.pt                 best weights, written when the stage finishes (the detector loads it)
     RUN_DIR/<stage>/last.pt            full training state (resume)
-    RUN_DIR/<stage>/best.pt            best weights so far (lowest validation loss)
+    RUN_DIR/<stage>/best.pt            best weights so far (lowest validation loss, or as best_by says)
     RUN_DIR/<stage>/tb/                TensorBoard events
     RUN_DIR/<stage>/metrics.jsonl      one JSON line per epoch
     RUN_DIR/<stage>/config.yaml        the resolved config
@@ -440,6 +440,21 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def selection_score(best_by: str, metrics: dict[str, Any], epoch: int) -> float:
+    """The number an epoch is ranked by (lower is better) under ``train.<stage>.best_by``.
+
+    ``last`` ranks by minus the epoch, so every finished epoch becomes the best so far and the
+    stage ends with the schedule's final weights.  A NaN score (a loss with nothing to measure)
+    never wins, so it falls back to the total loss.
+    """
+    if best_by == "last":
+        return -float(epoch)
+    score = metrics.get(best_by)
+    if score is None or not math.isfinite(score):
+        score = metrics["loss"]
+    return float(score)
+
+
 def best_payload(run: StageRun, metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
     return {"stage": run.stage, "model": run.net.state_dict(), "config": run.cfg.to_dict(),
             "metrics": metrics, "epoch": epoch}
@@ -621,7 +636,7 @@ def _train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None)
             logger.scalars("epoch", {"lr": record["lr"], "samples_per_sec": record["samples_per_sec"]}, epoch + 1)
             logger.message(_format_epoch(run.stage, record, cfg.epochs))
 
-            score = (val_metrics or train_metrics)["loss"]
+            score = selection_score(cfg.best_by, val_metrics or train_metrics, epoch + 1)
             improved = progress.best_loss is None or score < progress.best_loss
             if improved:
                 progress.best_loss, progress.best_epoch = score, epoch + 1

@@ -50,6 +50,7 @@ def test_overrides_nested_and_typed():
     ("detection.thresholds=[0.5]", "needs 3 values"),
     ("train.pnet.lr=.nan", "finite"),
     ("train.pnet.optimizer=rmsprop", "optimizer"),
+    ("train.onet.best_by=accuracy", "train.onet.best_by"),
     ("nonsense=1", "expected section.key=value"),
     ("sampling=3", "expected section.key=value"),
     ("sampling.ratio=3", "expected a mapping"),

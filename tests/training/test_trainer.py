@@ -101,6 +101,26 @@ def test_force_trains_again_and_init_starts_from_weights(finished_run, tmp_path)
     assert all(torch.equal(run.net.state_dict()[k], v) for k, v in expected.items())
 
 
+def test_selection_score_ranks_epochs_by_the_chosen_loss():
+    metrics = {"loss": 0.3, "loss_det": 0.2, "loss_box": 0.1, "loss_landmark": 0.05}
+    assert trainer.selection_score("loss", metrics, 4) == 0.3
+    assert trainer.selection_score("loss_landmark", metrics, 4) == 0.05
+    # "last": a later epoch always ranks better.
+    assert trainer.selection_score("last", metrics, 5) < trainer.selection_score("last", metrics, 4)
+    # A loss with nothing to measure (no landmark samples) falls back to the total.
+    assert trainer.selection_score("loss_landmark", {**metrics, "loss_landmark": float("nan")}, 4) == 0.3
+
+
+def test_best_by_last_keeps_the_final_epoch(tmp_path, pnet_samples):
+    # Whatever the validation losses did, "last" makes the final epoch the stage's weights.
+    result = train_stage("pnet", tiny_config("pnet", epochs=3, best_by="last"), [pnet_samples], tmp_path / "out")
+    assert result["best_epoch"] == 3
+    weights = torch.load(tmp_path / "out" / "pnet.pt", weights_only=True)
+    last = torch.load(tmp_path / "out" / "pnet" / "last.pt", weights_only=True)
+    assert weights["epoch"] == 3
+    assert all(torch.equal(weights["model"][k], v) for k, v in last["model"].items())
+
+
 def test_an_unfinished_stage_needs_resume_or_force(tmp_path, pnet_samples):
     (tmp_path / "out" / "pnet").mkdir(parents=True)
     (tmp_path / "out" / "pnet" / "last.pt").write_bytes(b"x")
