@@ -372,13 +372,15 @@ def process_landmark_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str
             continue
         stats["landmark_faces"] += 1
         plan = smp.plan_landmark_crops(_item_rng(sampling.seed, _LANDMARK_STREAM, seed_index), face, points,
-                                       sampling.landmark_crops_per_face, bands)
+                                       sampling.landmark_crops_per_face, bands, sampling.landmark_max_rotation)
         if len(plan) == 0:
             stats["landmark_faces_without_crops"] += 1
         images.append(image)
         plans.append(plan)
         sources.append(source_index)
-    cut = smp.crop_resize_many(images, [p.crops for p in plans], size)
+    upright = sampling.landmark_max_rotation <= 0
+    cut = (smp.crop_resize_many(images, [p.crops for p in plans], size) if upright else
+           [smp.crop_rotated(image, p.crops, p.angles, size) for image, p in zip(images, plans)])
     parts = []
     for crops, plan, source_index in zip(cut, plans, sources):
         crops = crops.copy()

@@ -401,10 +401,17 @@ def plan_detection_crops(rng: np.random.Generator, width: int, height: int, face
 class LandmarkPlan:
     """Crops of one landmark face, before cutting."""
 
-    crops: np.ndarray       # (N, 4) float64 unmirrored crop boxes in source pixels
+    crops: np.ndarray       # (N, 4) float64 unmirrored, unrotated crop boxes in source pixels
     mirrored: np.ndarray    # (N,) bool
     boxes: np.ndarray       # (N, 4) float32 box targets (of the mirrored crop where mirrored)
-    landmarks: np.ndarray   # (N, 10) float32 x1, y1, ..., x5, y5 (mirrored where mirrored)
+    landmarks: np.ndarray   # (N, 10) float32 x1, y1, ..., x5, y5 (rotated, then mirrored where mirrored)
+    #: (N,) float64 degrees each crop is turned about its centre before mirroring (see
+    #: :func:`rotated_point_fractions`); all zero unless rotation was asked for.
+    angles: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.angles is None:
+            self.angles = np.zeros(len(self.crops))
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -412,8 +419,8 @@ class LandmarkPlan:
 
 def mirror_box_targets(targets: np.ndarray) -> np.ndarray:
     """Box targets of horizontally mirrored crops: the left edge becomes the mirrored right edge."""
-    t = np.asarray(targets, np.float32).reshape(-1, 4)
-    return np.stack([-t[:, 2], t[:, 1], -t[:, 0], t[:, 3]], axis=1)
+    t = np.array(targets, np.float32).reshape(-1, 4)
+    return np.stack([-t[:, 2], t[:, 1], -t[:, 0], t[:, 3]], 1)
 
 
 def mirror_landmark_targets(points: np.ndarray) -> np.ndarray:
@@ -423,25 +430,94 @@ def mirror_landmark_targets(points: np.ndarray) -> np.ndarray:
     return p[:, list(MIRROR_LANDMARK_ORDER)]
 
 
+def _rotation_matrices(angles_deg: np.ndarray) -> np.ndarray:
+    """``(N, 2, 2)`` matrices turning a crop's axes by each angle (image axes: x right, y down)."""
+    theta = np.deg2rad(np.asarray(angles_deg, np.float64).reshape(-1))
+    cos, sin = np.cos(theta), np.sin(theta)
+    return np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
+
+
+def rotated_point_fractions(crops: np.ndarray, angles_deg: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Where ``points`` ``(N, 5, 2)`` (source pixels) fall in square crops turned by ``angles_deg``,
+    as fractions of the crop side.
+
+    A crop turned by angle a shows the source point ``c + R(a) d`` at offset ``d`` from its centre
+    ``c`` (the convention :func:`crop_rotated` cuts by), so a source point ``p`` lands at
+    ``d = R(a)^T (p - c)``.  With all angles 0 this is :func:`~mtcnn_train.geometry.landmark_offsets`.
+    """
+    crops = np.asarray(crops, np.float64).reshape(-1, 4)
+    side = (crops[:, 2] - crops[:, 0])[:, None, None]
+    centre = ((crops[:, :2] + crops[:, 2:]) / 2)[:, None, :]
+    rotation = _rotation_matrices(angles_deg)
+    # d_i = sum_j R_ji (p - c)_j: R transposed applied to each point.
+    offsets = np.einsum("nji,nkj->nki", rotation, np.asarray(points, np.float64).reshape(-1, 5, 2) - centre)
+    return offsets / side + 0.5
+
+
+def crop_rotated(image: np.ndarray, crops: np.ndarray, angles_deg: np.ndarray, size: int) -> np.ndarray:
+    """Cut square ``crops`` turned by ``angles_deg`` about their centres: ``N x size x size [x C]``.
+
+    Output pixel ``u`` shows the source point ``c + R(a) ((u + 0.5) k - side / 2)`` (pixel edges,
+    ``k = side / size``), bilinear, zeros outside the image like the upright crops.  Shrinking
+    crops are cut from an area-resized copy of the image at the crop's scale, so a rotated crop is
+    as free of aliasing as an upright one.
+    """
+    crops = np.asarray(crops, np.float64).reshape(-1, 4)
+    rotation = _rotation_matrices(angles_deg)
+    height, width = image.shape[:2]
+    out = np.zeros((len(crops), size, size) + image.shape[2:], image.dtype)
+    scaled_cache: dict[tuple[int, int], np.ndarray] = {}
+    for i, (crop, turn) in enumerate(zip(crops, rotation)):
+        side = crop[2] - crop[0]
+        step = side / size
+        shrink = min(1.0, 1.0 / step)
+        scaled_size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+        if scaled_size not in scaled_cache:
+            scaled_cache[scaled_size] = (image if scaled_size == (width, height) else
+                                         cv2.resize(image, scaled_size, interpolation=cv2.INTER_AREA))
+        scaled = scaled_cache[scaled_size]
+        axis_scale = np.array([scaled_size[0] / width, scaled_size[1] / height])
+        centre = (crop[:2] + crop[2:]) / 2
+        # Output pixel index u -> source edge point c + R ((u + 0.5) step - side / 2), scaled to
+        # the resized image (edges scale by axis_scale), then to its pixel indices (- 0.5).
+        linear = axis_scale[:, None] * turn * step
+        offset = axis_scale * (centre + turn @ np.full(2, 0.5 * step - side / 2)) - 0.5
+        matrix = np.hstack([linear, offset[:, None]])
+        out[i] = cv2.warpAffine(scaled, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
+
+
 def plan_landmark_crops(rng: np.random.Generator, face: np.ndarray, points: np.ndarray, count: int,
-                        bands: Bands) -> LandmarkPlan:
-    """Up to ``count`` crops of one landmark face with IoU > ``bands.pos_iou`` and all points inside."""
+                        bands: Bands, max_rotation: float = 0.0) -> LandmarkPlan:
+    """Up to ``count`` crops of one landmark face with IoU > ``bands.pos_iou`` and all points inside.
+
+    With ``max_rotation`` (degrees) each crop is also turned by a random angle in that range; the
+    IoU test uses the upright square, the inside test the turned crop.
+    """
     face = np.asarray(face, np.float64).reshape(1, 4)
     points = np.asarray(points, np.float64).reshape(5, 2)
     candidates, _ = squares_around_faces(rng, face, count * LANDMARK_OVERSAMPLING)
     mirror_draw = rng.random(len(candidates)) < 0.5
+    # Drawn last and only when asked, so upright plans keep the draws they always had.
+    angles = ((rng.random(len(candidates)) * 2 - 1) * max_rotation if max_rotation > 0
+              else np.zeros(len(candidates)))
     iou = iou_matrix(candidates, face)[:, 0] if len(candidates) else np.zeros(0)
-    fractions = landmark_offsets(candidates, np.broadcast_to(points, (len(candidates), 5, 2)))
+    all_points = np.broadcast_to(points, (len(candidates), 5, 2))
+    fractions = (rotated_point_fractions(candidates, angles, all_points) if max_rotation > 0
+                 else landmark_offsets(candidates, all_points))
     inside = np.all((fractions > 0) & (fractions < 1), axis=(1, 2))
     keep = np.nonzero((iou > bands.pos_iou) & inside)[0][:count]
     crops = candidates[keep]
     mirrored = mirror_draw[keep]
+    # Landmark samples feed only the landmark loss (the β masks); the box target of a turned crop
+    # is that of its upright square.
     box_targets = box_offsets(crops, np.broadcast_to(face, (len(crops), 4)))
     point_targets = fractions[keep]
     box_targets[mirrored] = mirror_box_targets(box_targets[mirrored])
     point_targets[mirrored] = mirror_landmark_targets(point_targets[mirrored])
     return LandmarkPlan(crops, mirrored, box_targets.astype(np.float32),
-                        point_targets.reshape(-1, 10).astype(np.float32))
+                        point_targets.reshape(-1, 10).astype(np.float32), angles[keep])
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ def test_overrides_nested_and_typed():
     ("train.pnet.lr=.nan", "finite"),
     ("train.pnet.optimizer=rmsprop", "optimizer"),
     ("train.onet.best_by=accuracy", "train.onet.best_by"),
+    ("sampling.landmark_max_rotation=120", "sampling.landmark_max_rotation"),
+    ("sampling.landmark_max_rotation=-5", "sampling.landmark_max_rotation"),
     ("nonsense=1", "expected section.key=value"),
     ("sampling=3", "expected section.key=value"),
     ("sampling.ratio=3", "expected a mapping"),

@@ -88,6 +88,41 @@ def test_every_sample_lies_in_its_band_and_its_targets_point_at_its_face(small_c
         assert np.allclose(points, source, atol=1e-3) or np.allclose(points, mirrored, atol=1e-3)
 
 
+def test_turned_landmark_crops_keep_point_distances_and_tilt_the_eye_line(small_config, synthetic_data, tmp_path):
+    def landmark_samples(*extra):
+        out = tmp_path / f"set{len(extra)}"
+        generate_pnet_samples(small_config("sampling.ratio.landmark=100", *extra), out, progress=False)
+        arrays = SampleSet.open(out).arrays()
+        manifest = json.loads((out / "manifest.json").read_text())
+        rows = np.nonzero(arrays["labels"] == LABEL_LANDMARK)[0]
+        return arrays, manifest, rows
+
+    lm_records = {LANDMARK_PREFIX + r.name: r for r in read_landmarks(synthetic_data["landmarks"])}
+
+    def eye_tilts(arrays, manifest, rows):
+        tilts = []
+        for i in rows:
+            crop = arrays["crops"][i].astype(np.float64)
+            side = crop[2] - crop[0]
+            points = arrays["landmarks"][i].reshape(5, 2).astype(np.float64) * side
+            source = lm_records[manifest["images"][arrays["sources"][i]]].landmarks[0]
+            # Turning and mirroring keep every distance between points.
+            for a, b in ((0, 1), (0, 4), (2, 3)):
+                assert np.linalg.norm(points[a] - points[b]) == pytest.approx(np.linalg.norm(source[a] - source[b]), abs=1e-2)
+            eyes = points[1] - points[0]
+            source_eyes = source[1] - source[0]
+            tilts.append(np.degrees(np.arctan2(eyes[1], eyes[0]) - np.arctan2(source_eyes[1], abs(source_eyes[0]))))
+        return np.abs(np.array(tilts))
+
+    upright = landmark_samples()
+    turned = landmark_samples("sampling.landmark_max_rotation=25")
+    assert len(upright[2]) > 10 and len(turned[2]) > 10
+    # Upright crops keep the source's eye line (up to mirroring); turned ones tilt it, by at most 25 degrees.
+    upright_tilts, turned_tilts = eye_tilts(*upright), eye_tilts(*turned)
+    assert upright_tilts.max() < 1e-3
+    assert turned_tilts.max() <= 25.0 + 1e-3 and turned_tilts.mean() > 5.0
+
+
 def test_same_seed_gives_byte_identical_sets_in_one_process_and_in_worker_processes(small_config, tmp_path, small_units, monkeypatch):
     one = generate_pnet_samples(small_config("sampling.workers=1"), tmp_path / "one", progress=False)
     assert one.process_ids == (os.getpid(),)

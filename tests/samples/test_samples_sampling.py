@@ -8,7 +8,7 @@ import pytest
 from mtcnn_train.config import SamplingConfig
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.datasets.split import split_train_val
-from mtcnn_train.geometry import calibrate, iou_matrix, landmarks_from_offsets
+from mtcnn_train.geometry import calibrate, iou_matrix, landmark_offsets, landmarks_from_offsets
 from mtcnn_train.imaging import crop_resize_numpy
 from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
@@ -119,6 +119,67 @@ def test_landmark_crops_overlap_their_face_and_mirror_consistently():
     assert np.allclose(mirrored_points[3], [crop[0] + crop[2] - points[4, 0], points[4, 1]], atol=1e-4)
     face_back = calibrate(crop[None], plan.boxes[plan.mirrored][:1].astype(np.float64))[0]
     assert np.allclose(face_back, [crop[0] + crop[2] - face[2], face[1], crop[0] + crop[2] - face[0], face[3]], atol=1e-4)
+
+
+def test_upright_crop_rotated_matches_the_upright_cut():
+    image = smooth_image((80, 80, 3), seed=7)
+    crops = np.array([[10.0, 8.0, 70.0, 68.0], [-6.0, 4.0, 50.0, 60.0], [20.0, 20.0, 44.0, 44.0]])
+    upright = smp.crop_resize_fast(image, crops, 48).astype(np.int16)
+    turned = smp.crop_rotated(image, crops, np.zeros(3), 48).astype(np.int16)
+    assert turned.shape == upright.shape
+    # Different interpolation (area pyramid vs area resize + bilinear), same picture.
+    assert np.abs(turned - upright).mean() < 3.0
+
+
+@pytest.mark.parametrize("angle", [-30.0, 12.5, 90.0])
+def test_rotated_crops_show_the_points_where_their_targets_say(angle):
+    # Five coloured dots on a dark image: each must appear in the turned crop at its target.
+    image = np.zeros((120, 120, 3), np.uint8)
+    points = np.array([[45, 50], [75, 48], [60, 62], [48, 80], [72, 82]], np.float64)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
+    for (x, y), colour in zip(points, colours):
+        cv2.circle(image, (int(x), int(y)), 3, colour, -1)
+    crops = np.array([[20.0, 25.0, 100.0, 105.0]])  # 80 px -> 48 px: also exercises the shrink
+    fractions = smp.rotated_point_fractions(crops, np.array([angle]), points[None])[0]
+    crop = smp.crop_rotated(image, crops, np.array([angle]), 48)[0].astype(np.float64)
+    for (fx, fy), colour in zip(fractions, colours):
+        # Dot centres sit at pixel centres (x + 0.5 in edge coordinates); the target must land
+        # within a pixel of the brightest spot of that colour.
+        match = -np.abs(crop - np.array(colour)).sum(axis=2)
+        y, x = np.unravel_index(match.argmax(), match.shape)
+        assert abs((x + 0.5) - fx * 48) < 1.6 and abs((y + 0.5) - fy * 48) < 1.6
+    # A quarter turn really turns: the eyes, side by side upright, stand one above the other.
+    if angle == 90.0:
+        assert abs(fractions[0, 0] - fractions[1, 0]) < 0.05 and abs(fractions[0, 1] - fractions[1, 1]) > 0.3
+
+
+def test_rotated_point_fractions_at_zero_angle_are_the_plain_offsets():
+    rng = np.random.default_rng(3)
+    crops = random_boxes(rng, 6, 200, 200)
+    points = rng.uniform(0, 200, (6, 5, 2))
+    turned = smp.rotated_point_fractions(crops, np.zeros(6), points)
+    assert np.allclose(turned, landmark_offsets(crops, points), atol=1e-5)
+
+
+def test_landmark_crops_turn_within_the_asked_range_and_keep_points_inside():
+    face = np.array([20.0, 22.0, 60.0, 62.0])
+    points = np.array([[30, 35], [50, 35], [40, 45], [32, 55], [48, 55]], np.float64)
+    upright = smp.plan_landmark_crops(np.random.default_rng(6), face, points, 40, smp.Bands())
+    assert not upright.angles.any()
+    plan = smp.plan_landmark_crops(np.random.default_rng(6), face, points, 40, smp.Bands(), max_rotation=20.0)
+    assert len(plan) >= 20 and np.abs(plan.angles).max() <= 20.0 and np.abs(plan.angles).std() > 3.0
+    # The upright draws are unchanged by asking for rotation (angles are drawn last).
+    assert np.array_equal(plan.crops[:5], upright.crops[:5])
+    fractions = plan.landmarks.reshape(-1, 5, 2)
+    assert ((fractions > 0) & (fractions < 1)).all()
+    plain = ~plan.mirrored
+    expected = smp.rotated_point_fractions(plan.crops[plain], plan.angles[plain],
+                                           np.broadcast_to(points, (plain.sum(), 5, 2)))
+    assert np.allclose(fractions[plain], expected, atol=1e-5)
+    # The eye line tilts by the crop's angle (the face turns the other way in the crop).
+    eyes = fractions[plain][:, 1] - fractions[plain][:, 0]
+    tilt = np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))
+    assert np.allclose(tilt, -plan.angles[plain], atol=1e-3)
 
 
 def test_target_counts_and_selection():
