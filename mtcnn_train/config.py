@@ -187,6 +187,9 @@ class DetectionConfig:
     #: outside as black pixels (the original MTCNN and our training crops), ``clip`` crops only
     #: the visible part and stretches it (facenet-pytorch; use it for parity with that package).
     crop_border: str = "zero"
+    #: O-Net also reads each face mirrored and averages the two readings of the landmarks
+    #: (test-time flip): steadier points for twice O-Net's cost; scores and boxes are unchanged.
+    landmarks_mirror_average: bool = False
 
 
 @dataclass

@@ -47,7 +47,8 @@ from mtcnn_train.checkpoint import load_stage_net
 from mtcnn_train.config import STAGES, DetectionConfig
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
-    batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, square)
+    batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_point_fractions,
+    square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 from mtcnn_train.nets import PNet, RNet, normalize
 
@@ -397,6 +398,9 @@ class Cascade:
             crops = crop_resize_area(table, image_index[part], windows[part], size)
             if stage == "onet":
                 logits, box, points[part] = net(normalize(crops))
+                if self.cfg.landmarks_mirror_average:
+                    _, _, mirrored = net(normalize(crops.flip(-1)))
+                    points[part] = 0.5 * (points[part] + mirror_point_fractions(mirrored).reshape(-1, 10))
             else:
                 logits, box = _face_and_box(net, normalize(crops))
             probs[part] = torch.softmax(logits, dim=1)[:, 1]

@@ -238,6 +238,24 @@ def landmarks_from_offsets(crops, offsets):
     return origin + offsets.reshape(-1, 5, 2) * size
 
 
+#: Point order after a horizontal flip: the left eye becomes the right eye, the mouth corners swap,
+#: the nose stays (points are left eye, right eye, nose, left and right mouth corner).
+MIRROR_POINT_ORDER = (1, 0, 2, 4, 3)
+
+
+def mirror_point_fractions(points):
+    """Points given as fractions of their crop, ``(N, 5, 2)`` or ``(N, 10)`` (NumPy or torch), as
+    they read in the horizontally flipped crop: ``x -> 1 - x`` and left/right swapped.  Its own
+    inverse.  Returns ``(N, 5, 2)``."""
+    p = points.reshape(-1, 5, 2)
+    if isinstance(p, np.ndarray):
+        x = 1.0 - p[:, :, 0]
+        flipped = np.stack([x, p[:, :, 1]], -1)
+    else:
+        flipped = torch.stack([1.0 - p[:, :, 0], p[:, :, 1]], -1)
+    return flipped[:, list(MIRROR_POINT_ORDER)]
+
+
 def square(boxes):
     """Grow each box to a square on its longer side, keeping its centre (NumPy or torch)."""
     w = boxes[:, 2] - boxes[:, 0]

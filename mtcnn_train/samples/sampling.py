@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mtcnn_train.datasets.records import MIRROR_LANDMARK_ORDER
-from mtcnn_train.geometry import box_offsets, iou_matrix, landmark_offsets
+from mtcnn_train.geometry import box_offsets, iou_matrix, landmark_offsets, mirror_point_fractions
 from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 #: Internal label of candidates that fall in no band (never stored).
@@ -425,9 +424,7 @@ def mirror_box_targets(targets: np.ndarray) -> np.ndarray:
 
 def mirror_landmark_targets(points: np.ndarray) -> np.ndarray:
     """``(N, 5, 2)`` crop-fraction points of mirrored crops: x -> 1 - x, left/right swapped."""
-    p = np.array(points, np.float32).reshape(-1, 5, 2)
-    p[:, :, 0] = 1.0 - p[:, :, 0]
-    return p[:, list(MIRROR_LANDMARK_ORDER)]
+    return mirror_point_fractions(np.asarray(points, np.float32)).astype(np.float32)
 
 
 def _rotation_matrices(angles_deg: np.ndarray) -> np.ndarray:

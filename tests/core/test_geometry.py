@@ -149,3 +149,13 @@ def test_ellipse_axis_aligned_and_box_to_ellipse():
     assert major == pytest.approx(30) and minor == pytest.approx(20) and angle == pytest.approx(math.pi / 2)
     assert cx == pytest.approx(30)
     assert cy + major == pytest.approx(70)  # the chin stays where the box ends
+
+
+def test_mirror_point_fractions_follow_the_flipped_pixels():
+    # a 10-pixel-wide crop: the point at x = 2.5 px (fraction 0.25) lands at 10 - 2.5 = 7.5 px
+    points = np.array([[[0.25, 0.3], [0.75, 0.32], [0.5, 0.6], [0.3, 0.8], [0.72, 0.79]]], np.float32)
+    out = g.mirror_point_fractions(points)
+    np.testing.assert_allclose(out, [[[0.25, 0.32], [0.75, 0.3], [0.5, 0.6], [0.28, 0.79], [0.7, 0.8]]], atol=1e-6)
+    np.testing.assert_allclose(g.mirror_point_fractions(out), points, atol=1e-6)  # its own inverse
+    flat = torch.from_numpy(points.reshape(1, 10))
+    np.testing.assert_allclose(g.mirror_point_fractions(flat).numpy(), out, atol=1e-6)

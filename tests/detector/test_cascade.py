@@ -127,3 +127,51 @@ def test_zero_and_clip_borders_differ_only_at_the_border(random_nets, test_cfg):
     # boxes well inside the image were cut identically; R-Net calibration moved them the same way
     if len(a) and len(b):
         assert (iou_matrix(a, b).max(1) > 0.99).mean() > 0.8
+
+
+class _FixedPointsONet(torch.nn.Module):
+    """O-Net whose face scores come from a random net, with no box correction and the same
+    landmark fractions for every crop: what the cascade does with them is then known exactly."""
+
+    def __init__(self, onet: torch.nn.Module, points: torch.Tensor):
+        super().__init__()
+        self.onet, self.points = onet, points
+
+    def forward(self, x):
+        logits, box, _ = self.onet(x)
+        return logits, torch.zeros_like(box), self.points.expand(len(x), 10)
+
+
+def test_mirror_average_reads_landmarks_of_the_flipped_face_back_in_place(random_nets, test_cfg):
+    pnet, rnet, onet = random_nets
+    points = torch.tensor([[0.30, 0.35, 0.72, 0.40, 0.50, 0.55, 0.33, 0.80, 0.70, 0.78]])
+    fixed = _FixedPointsONet(onet, points)
+    image = random_image(2)
+    plain = Cascade(pnet, rnet, fixed, cfg=test_cfg).detect(image)
+    averaged = Cascade(pnet, rnet, fixed, cfg=dataclasses.replace(test_cfg, landmarks_mirror_average=True)).detect(image)
+    assert len(plain) > 0
+    np.testing.assert_allclose(averaged.boxes, plain.boxes)
+    np.testing.assert_allclose(averaged.scores, plain.scores)
+
+    def fractions(dets):
+        size = (dets.boxes[:, 2:] - dets.boxes[:, :2])[:, None, :]
+        return (dets.landmarks - dets.boxes[:, None, :2]) / size
+
+    p = points.numpy().reshape(5, 2)
+    np.testing.assert_allclose(fractions(plain), np.broadcast_to(p, (len(plain), 5, 2)), atol=1e-4)
+    # The mirrored crop yields the same fractions p; read back, its left eye (0.30, 0.35) is the
+    # right eye at x = 1 - 0.30, so the averaged right eye is ((0.72 + 0.70) / 2, (0.40 + 0.35) / 2).
+    expected = np.array([[(0.30 + 0.28) / 2, (0.35 + 0.40) / 2], [(0.72 + 0.70) / 2, (0.40 + 0.35) / 2],
+                         [0.50, 0.55], [(0.33 + 0.30) / 2, (0.80 + 0.78) / 2], [(0.70 + 0.67) / 2, (0.78 + 0.80) / 2]])
+    np.testing.assert_allclose(fractions(averaged), np.broadcast_to(expected, (len(plain), 5, 2)), atol=1e-4)
+
+
+def test_mirror_average_changes_only_the_landmarks(random_nets, test_cfg):
+    image = random_image(3)
+    plain = Cascade(*random_nets, cfg=test_cfg).detect(image)
+    averaged = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, landmarks_mirror_average=True)).detect(image)
+    assert len(plain) > 0
+    np.testing.assert_allclose(averaged.boxes, plain.boxes)
+    np.testing.assert_allclose(averaged.scores, plain.scores)
+    # a random net is not mirror-symmetric, so the averaged points move
+    assert np.abs(averaged.landmarks - plain.landmarks).max() > 1e-3
