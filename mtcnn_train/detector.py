@@ -310,6 +310,17 @@ class Cascade:
             out = crop_resize_area(table, index, windows, size)
             return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
+    def run_onet(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """O-Net on ``N x 3 x 48 x 48`` crops (0..255): face logits, box offsets and landmark
+        fractions ``(N, 10)``, the landmarks averaged with the mirror image's reading when
+        ``landmarks_mirror_average`` is set."""
+        net = self.nets["onet"]
+        logits, box, points = net(normalize(crops))
+        if self.cfg.landmarks_mirror_average:
+            _, _, mirrored = net(normalize(crops.flip(-1)))
+            points = 0.5 * (points + mirror_point_fractions(mirrored).reshape(-1, 10))
+        return logits, box, points
+
     # ---- the stages ------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -397,10 +408,7 @@ class Cascade:
             part = rows[lo:lo + chunk]
             crops = crop_resize_area(table, image_index[part], windows[part], size)
             if stage == "onet":
-                logits, box, points[part] = net(normalize(crops))
-                if self.cfg.landmarks_mirror_average:
-                    _, _, mirrored = net(normalize(crops.flip(-1)))
-                    points[part] = 0.5 * (points[part] + mirror_point_fractions(mirrored).reshape(-1, 10))
+                logits, box, points[part] = self.run_onet(crops)
             else:
                 logits, box = _face_and_box(net, normalize(crops))
             probs[part] = torch.softmax(logits, dim=1)[:, 1]

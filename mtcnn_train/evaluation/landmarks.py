@@ -34,7 +34,6 @@ from mtcnn_train.datasets.records import LANDMARK_NAMES, FaceRecord
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.geometry import iou_matrix, landmarks_from_offsets
 from mtcnn_train.io import atomic_write_json, load_image
-from mtcnn_train.nets import normalize
 
 PROTOCOLS = ("detected", "reference")
 #: A face whose normalised error exceeds this counts as a failure (the usual MTFL/AFLW cut-off).
@@ -101,7 +100,7 @@ def onet_landmarks(cascade: Any, images: Sequence[np.ndarray], boxes: Sequence[n
     with torch.inference_mode():
         for lo in range(0, len(crops), chunk):
             pixels = torch.from_numpy(crops[lo:lo + chunk]).permute(0, 3, 1, 2).float().to(cascade.device)
-            _, _, offsets = cascade.nets["onet"](normalize(pixels))
+            _, _, offsets = cascade.run_onet(pixels)
             points.append(landmarks_from_offsets(flat_boxes[lo:lo + chunk], offsets).cpu().numpy())
     flat = np.concatenate(points) if points else np.zeros((0, 5, 2), np.float32)
     return np.split(flat, np.cumsum([len(b) for b in boxes])[:-1])

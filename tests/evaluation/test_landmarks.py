@@ -146,3 +146,30 @@ def test_eval_landmarks_command(tmp_path, run_cli):
     assert np.isfinite(reference["nme"]) and reference["nme"] > 0
     assert (tmp_path / "out" / "ced.png").stat().st_size > 1000
     assert "reference: NME" in result.stdout
+
+
+def test_mirror_average_reads_the_flipped_face_too():
+    """With ``landmarks_mirror_average`` O-Net's reading of a box is the mean of its reading of the
+    box and of the mirrored box in the mirrored image, mapped back (x -> W - x, left/right swapped)."""
+    import dataclasses
+
+    from mtcnn_train.config import DetectionConfig
+    from mtcnn_train.evaluation.landmarks import onet_landmarks
+
+    torch.manual_seed(0)
+    onet = build_net("onet").eval()
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (90, 120, 3)).astype(np.uint8), (7, 7), 0)
+    boxes = np.array([[10, 12, 58, 60], [50, 20, 110, 80]], np.float32)
+    width = image.shape[1]
+    flipped_boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    cfg = DetectionConfig(device="cpu")
+    plain = Cascade(PNet(), RNet(), onet, cfg=cfg)
+    averaged = Cascade(PNet(), RNet(), onet, cfg=dataclasses.replace(cfg, landmarks_mirror_average=True))
+
+    direct = onet_landmarks(plain, [image], [boxes])[0]
+    mirrored = onet_landmarks(plain, [image[:, ::-1].copy()], [flipped_boxes])[0]
+    mirrored_back = np.stack([width - mirrored[..., 0], mirrored[..., 1]], -1)[:, [1, 0, 2, 4, 3]]
+    both = onet_landmarks(averaged, [image], [boxes])[0]
+    np.testing.assert_allclose(both, (direct + mirrored_back) / 2, atol=1e-3)
+    assert np.abs(both - direct).max() > 0.05  # a random net is not symmetric: the option acts
