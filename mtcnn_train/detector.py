@@ -315,10 +315,11 @@ class Cascade:
         fractions ``(N, 10)``, the landmarks averaged with the mirror image's reading when
         ``landmarks_mirror_average`` is set."""
         net = self.nets["onet"]
-        logits, box, points = net(normalize(crops))
+        pixels = normalize(crops)
+        logits, box, points = net(pixels)
         if self.cfg.landmarks_mirror_average:
-            _, _, mirrored = net(normalize(crops.flip(-1)))
-            points = 0.5 * (points + mirror_point_fractions(mirrored).reshape(-1, 10))
+            _, _, mirrored = net(pixels.flip(-1))
+            points = 0.5 * (points + mirror_point_fractions(mirrored))
         return logits, box, points
 
     # ---- the stages ------------------------------------------------------------------------

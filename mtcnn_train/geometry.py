@@ -243,17 +243,22 @@ def landmarks_from_offsets(crops, offsets):
 MIRROR_POINT_ORDER = (1, 0, 2, 4, 3)
 
 
+def mirror_box_offsets(offsets):
+    """Box offsets ``(dx1, dy1, dx2, dy2)`` (NumPy or torch) of horizontally flipped crops:
+    ``(-dx2, dy1, -dx1, dy2)``.  With offsets as fractions of the crop, the face's left edge sits
+    ``dx1`` from the crop's left edge and its right edge ``dx2`` from the crop's right edge;
+    flipping swaps the roles and the signs."""
+    lib = np if isinstance(offsets, np.ndarray) else torch
+    return lib.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
+
+
 def mirror_point_fractions(points):
-    """Points given as fractions of their crop, ``(N, 5, 2)`` or ``(N, 10)`` (NumPy or torch), as
-    they read in the horizontally flipped crop: ``x -> 1 - x`` and left/right swapped.  Its own
-    inverse.  Returns ``(N, 5, 2)``."""
-    p = points.reshape(-1, 5, 2)
-    if isinstance(p, np.ndarray):
-        x = 1.0 - p[:, :, 0]
-        flipped = np.stack([x, p[:, :, 1]], -1)
-    else:
-        flipped = torch.stack([1.0 - p[:, :, 0], p[:, :, 1]], -1)
-    return flipped[:, list(MIRROR_POINT_ORDER)]
+    """Points given as fractions of their crop, ``(N, 5, 2)`` or flat ``(N, 10)`` (NumPy or torch),
+    as they read in the horizontally flipped crop: ``x -> 1 - x`` and left/right swapped.  Its own
+    inverse; the result has the input's shape."""
+    lib = np if isinstance(points, np.ndarray) else torch
+    p = points.reshape(-1, 5, 2)[:, list(MIRROR_POINT_ORDER)]
+    return lib.stack([1.0 - p[:, :, 0], p[:, :, 1]], -1).reshape(points.shape)
 
 
 def square(boxes):

@@ -10,12 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcnn_train.geometry import MIRROR_POINT_ORDER
-
 #: Order of the 5 landmarks everywhere in the package.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-#: Index permutation that swaps left and right points when an image is mirrored.
-MIRROR_LANDMARK_ORDER = MIRROR_POINT_ORDER
 
 
 @dataclass

@@ -19,7 +19,7 @@ Labelling rule (one rule for every crop; ``docs/CONVENTIONS.md`` IoU bands):
 * crops with ``neg_iou <= m < part_iou`` are dropped (ambiguous).
 * landmark crops: ``IoU > pos_iou`` with their face box and all five points strictly inside the
   crop; half of them (at random) are mirrored, with left/right points swapped
-  (:data:`~mtcnn_train.datasets.records.MIRROR_LANDMARK_ORDER`).  The stored ``crops`` box is
+  (:data:`~mtcnn_train.geometry.MIRROR_POINT_ORDER`).  The stored ``crops`` box is
   the unmirrored source box; the pixels and the targets are mirrored.
 
 Crop boxes are whole pixels (integer edges), squares, and -- for the WIDER draws -- lie inside
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mtcnn_train.geometry import box_offsets, iou_matrix, landmark_offsets, mirror_point_fractions
+from mtcnn_train.geometry import box_offsets, iou_matrix, landmark_offsets, mirror_box_offsets, mirror_point_fractions
 from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 #: Internal label of candidates that fall in no band (never stored).
@@ -416,17 +416,6 @@ class LandmarkPlan:
         return len(self.crops)
 
 
-def mirror_box_targets(targets: np.ndarray) -> np.ndarray:
-    """Box targets of horizontally mirrored crops: the left edge becomes the mirrored right edge."""
-    t = np.array(targets, np.float32).reshape(-1, 4)
-    return np.stack([-t[:, 2], t[:, 1], -t[:, 0], t[:, 3]], 1)
-
-
-def mirror_landmark_targets(points: np.ndarray) -> np.ndarray:
-    """``(N, 5, 2)`` crop-fraction points of mirrored crops: x -> 1 - x, left/right swapped."""
-    return mirror_point_fractions(np.asarray(points, np.float32)).astype(np.float32)
-
-
 def _rotation_matrices(angles_deg: np.ndarray) -> np.ndarray:
     """``(N, 2, 2)`` matrices turning a crop's axes by each angle (image axes: x right, y down)."""
     theta = np.deg2rad(np.asarray(angles_deg, np.float64).reshape(-1))
@@ -511,8 +500,8 @@ def plan_landmark_crops(rng: np.random.Generator, face: np.ndarray, points: np.n
     # is that of its upright square.
     box_targets = box_offsets(crops, np.broadcast_to(face, (len(crops), 4)))
     point_targets = fractions[keep]
-    box_targets[mirrored] = mirror_box_targets(box_targets[mirrored])
-    point_targets[mirrored] = mirror_landmark_targets(point_targets[mirrored])
+    box_targets[mirrored] = mirror_box_offsets(box_targets[mirrored])
+    point_targets[mirrored] = mirror_point_fractions(point_targets[mirrored])
     return LandmarkPlan(crops, mirrored, box_targets.astype(np.float32),
                         point_targets.reshape(-1, 10).astype(np.float32), angles[keep])
 

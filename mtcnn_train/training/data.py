@@ -23,8 +23,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from mtcnn_train.datasets.records import MIRROR_LANDMARK_ORDER
 from mtcnn_train.errors import UserError
+from mtcnn_train.geometry import mirror_box_offsets, mirror_point_fractions
 from mtcnn_train.nets import normalize
 from mtcnn_train.samples.shards import LABEL_NAMES, LABEL_LANDMARK, LABEL_PART, LABEL_POSITIVE, SampleSet
 
@@ -140,22 +140,6 @@ class SampleTensors:
 # Augmentation
 
 
-def mirror_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Box offsets ``(dx1, dy1, dx2, dy2)`` of a horizontally mirrored crop: ``(-dx2, dy1, -dx1, dy2)``.
-
-    With offsets as fractions of the crop, the face's left edge sits at ``dx1`` from the crop's
-    left edge and its right edge at ``dx2`` from the crop's right edge; mirroring swaps the roles
-    and flips the signs.
-    """
-    return torch.stack([-boxes[:, 2], boxes[:, 1], -boxes[:, 0], boxes[:, 3]], 1)
-
-
-def mirror_landmarks(landmarks: torch.Tensor) -> torch.Tensor:
-    """Flat ``x1, y1, ..., x5, y5`` crop fractions of a mirrored crop: ``x -> 1 - x``, left/right swapped."""
-    points = landmarks.reshape(-1, 5, 2)[:, list(MIRROR_LANDMARK_ORDER)]
-    return torch.stack([1.0 - points[..., 0], points[..., 1]], -1).reshape(-1, 10)
-
-
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor,
                   generator: torch.Generator) -> Batch:
     """Random flip and brightness/contrast jitter of a uint8 batch, then normalisation.
@@ -176,9 +160,9 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tenso
     scale = (contrast * NORMALIZE_SCALE)[:, None, None, None]
     shift = ((mean * (1.0 - contrast) + brightness - 127.5) * NORMALIZE_SCALE)[:, None, None, None]
     x = torch.addcmul(shift, x, scale).clamp_(-127.5 * NORMALIZE_SCALE, 127.5 * NORMALIZE_SCALE)
-    boxes = torch.where(flip[:, None], mirror_boxes(boxes), boxes)
+    boxes = torch.where(flip[:, None], mirror_box_offsets(boxes), boxes)
     # Rows without landmark targets hold zeros; mirroring them is harmless (the loss masks them).
-    landmarks = torch.where(flip[:, None], mirror_landmarks(landmarks), landmarks)
+    landmarks = torch.where(flip[:, None], mirror_point_fractions(landmarks), landmarks)
     return Batch(x, labels, boxes, landmarks)
 
 

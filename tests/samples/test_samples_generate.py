@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from mtcnn_train.datasets.landmarks import read_landmarks
-from mtcnn_train.datasets.records import MIRROR_LANDMARK_ORDER
 from mtcnn_train.datasets.wider import read_wider, wider_paths
 from mtcnn_train.errors import UserError
-from mtcnn_train.geometry import calibrate, iou_matrix, landmarks_from_offsets
+from mtcnn_train.geometry import MIRROR_POINT_ORDER, calibrate, iou_matrix, landmarks_from_offsets
 from mtcnn_train.samples import generate
 from mtcnn_train.samples.generate import LANDMARK_PREFIX, WIDER_PREFIX, generate_pnet_samples
 from mtcnn_train.samples.shards import (
@@ -83,7 +82,7 @@ def test_every_sample_lies_in_its_band_and_its_targets_point_at_its_face(small_c
         crop = arrays["crops"][i].astype(np.float64)[None]
         points = landmarks_from_offsets(crop, arrays["landmarks"][i].astype(np.float64))[0]
         source = lm_records[manifest["images"][arrays["sources"][i]]].landmarks[0]
-        mirrored = source[list(MIRROR_LANDMARK_ORDER)].copy()
+        mirrored = source[list(MIRROR_POINT_ORDER)].copy()
         mirrored[:, 0] = crop[0, 0] + crop[0, 2] - mirrored[:, 0]
         assert np.allclose(points, source, atol=1e-3) or np.allclose(points, mirrored, atol=1e-3)
 

@@ -10,8 +10,8 @@ from mtcnn_train.geometry import box_offsets, landmark_offsets
 from mtcnn_train.nets import normalize
 from mtcnn_train.samples.shards import LABEL_POSITIVE, SampleSet, write_sample_set
 from mtcnn_train.training import data as data_module
-from mtcnn_train.training.data import (SampleTensors, augment_batch, mirror_boxes, mirror_landmarks,
-                                       split_by_source)
+from mtcnn_train.geometry import mirror_box_offsets, mirror_point_fractions
+from mtcnn_train.training.data import SampleTensors, augment_batch, split_by_source
 
 from tests.training.conftest import write_tiny_samples
 
@@ -27,7 +27,7 @@ def test_mirrored_box_offsets_match_geometry():
     mirrored_faces = np.stack([_mirror_x(faces[:, 2], crops.T), faces[:, 1], _mirror_x(faces[:, 0], crops.T),
                                faces[:, 3]], 1)
     expected = box_offsets(crops, mirrored_faces)
-    got = mirror_boxes(torch.from_numpy(box_offsets(crops, faces))).numpy()
+    got = mirror_box_offsets(torch.from_numpy(box_offsets(crops, faces))).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
@@ -39,9 +39,9 @@ def test_mirrored_landmarks_match_geometry_and_swap_sides():
     mirrored[..., 0] = crops[:, None, 0] + crops[:, None, 2] - points[..., 0]
     mirrored = mirrored[:, [1, 0, 2, 4, 3]]  # the left eye of the mirror image is the old right eye
     expected = landmark_offsets(crops, mirrored).reshape(2, 10)
-    got = mirror_landmarks(torch.from_numpy(landmark_offsets(crops, points).reshape(2, 10))).numpy()
+    got = mirror_point_fractions(torch.from_numpy(landmark_offsets(crops, points).reshape(2, 10))).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    twice = mirror_landmarks(mirror_landmarks(torch.from_numpy(expected)))
+    twice = mirror_point_fractions(mirror_point_fractions(torch.from_numpy(expected)))
     np.testing.assert_allclose(twice.numpy(), expected, atol=1e-6)
 
 
@@ -59,8 +59,8 @@ def test_augment_flips_images_and_targets_together(monkeypatch):
     assert 0 < int(flipped.sum()) < n  # both cases occur in a batch of 64
     expected_images = torch.where(flipped[:, None, None, None], images.flip(3), images)
     torch.testing.assert_close(batch.images, normalize(expected_images))
-    torch.testing.assert_close(batch.boxes[flipped], mirror_boxes(boxes[flipped]))
-    torch.testing.assert_close(batch.landmarks[flipped], mirror_landmarks(landmarks[flipped]))
+    torch.testing.assert_close(batch.boxes[flipped], mirror_box_offsets(boxes[flipped]))
+    torch.testing.assert_close(batch.landmarks[flipped], mirror_point_fractions(landmarks[flipped]))
     torch.testing.assert_close(batch.landmarks[~flipped], landmarks[~flipped])
 
 
