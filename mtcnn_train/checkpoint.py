@@ -46,6 +46,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def checkpoint_window_rule(path: str | Path) -> str:
+    """How the P-Net of a checkpoint maps its output cells back to image pixels
+    (:data:`mtcnn_train.detector.WINDOW_RULES`).  The trainer records ``exact``; checkpoints without
+    the entry (imported published weights, and runs older than the entry) use ``reference``."""
+    return str(load_checkpoint(path).get("window_rule", "reference"))
+
+
 def stage_weights_path(run_dir: str | Path, stage: str) -> Path:
     return Path(run_dir) / f"{stage}.pt"
 

@@ -14,10 +14,19 @@ whose published weights were tuned with it), so imported weights give the refere
 
 * pyramid: scales ``12 / min_face * factor^k`` while the shorter side stays >= 12 px, each level
   resized to ``int(side * scale + 1)`` with area averaging;
-* P-Net cell ``(x, y)`` covers the 12x12 window at stride 2: in the reference's 1-based inclusive
-  pixel indices ``floor((2x + 1) / s) .. floor((2x + 12) / s)``.  P-Net's NMS (0.5 within a scale,
-  0.7 across scales) and its box regression run on those inclusive coordinates, as in the
-  reference (overlap and width without its ``+1``), then boxes become pixel edges;
+* P-Net cell ``(x, y)`` covers the 12x12 window at stride 2.  How that window maps back to the
+  image is the P-Net's **window rule**, recorded in its checkpoint (:data:`WINDOW_RULES`):
+
+  - ``reference`` (the published weights, which were trained with it): the reference's 1-based
+    inclusive pixel indices ``floor((2x + 1) / s) .. floor((2x + 12) / s)``; P-Net's NMS (0.5
+    within a scale, 0.7 across scales) and its box regression run on those inclusive
+    coordinates, as in the reference (overlap and width without its ``+1``), then boxes become
+    pixel edges;
+  - ``exact`` (the nets this package trains): the pixel edges ``[2x / sx, (2x + 12) / sx)`` with
+    the level's true scales ``sx = level_width / width`` (``int(width * s + 1) / width``, not
+    ``s``) and likewise in y -- exactly the square a P-Net training crop is cut from
+    (:mod:`mtcnn_train.samples.sampling`), so regression ``x1 + dx * w`` decodes the target
+    ``(face - crop) / crop_side`` it was trained on;
 * from R-Net on, everything is in pixel edges, where the reference's ``+1`` arithmetic is exact:
   squaring, regression ``x + dx * w``, landmarks ``x1 + px * w``, the final 'Min' NMS.  R-Net's NMS
   uses the reference's inclusive overlap (boxes one pixel narrower), via
@@ -43,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtcnn_train.checkpoint import load_stage_net
+from mtcnn_train.checkpoint import checkpoint_window_rule, load_stage_net, stage_weights_path
 from mtcnn_train.config import STAGES, DetectionConfig
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
@@ -54,6 +63,8 @@ from mtcnn_train.nets import PNet, RNet, normalize
 
 PNET_STRIDE = 2
 PNET_CELL = 12
+#: How a P-Net output cell maps back to image pixels (module docstring); checkpoints record theirs.
+WINDOW_RULES = ("reference", "exact")
 #: Boxes per R-Net / O-Net forward call.  On the CPU small chunks keep the activations in cache
 #: (measured: R-Net 2.6x faster in chunks of 256 than of 2048); on a GPU, large chunks fill it.
 NET_CHUNK = {"cpu": {"rnet": 256, "onet": 64}, "cuda": {"rnet": 4096, "onet": 1024}}
@@ -97,21 +108,45 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return int(height * scale + 1), int(width * scale + 1)
 
 
-def pnet_candidates(probs: torch.Tensor, offsets: torch.Tensor, scale: float, threshold: float):
+def pnet_candidates(probs: torch.Tensor, offsets: torch.Tensor, scale: float, threshold: float,
+                    window_rule: str = "reference", image_size: tuple[int, int] | None = None):
     """Cells of a P-Net output map that pass ``threshold``: their windows, scores and offsets.
 
     ``probs`` (B, H', W') face probabilities, ``offsets`` (B, 4, H', W').  Returns image indices
-    (n,), windows (n, 4) in the reference's **inclusive 1-based** pixel coordinates (see the module
-    docstring), scores (n,) and offsets (n, 4); cells in row-major order per image.
+    (n,), windows (n, 4), scores (n,) and offsets (n, 4); cells in row-major order per image.
+    Windows follow ``window_rule`` (module docstring): ``reference`` gives the reference's
+    **inclusive 1-based** pixel indices at nominal ``scale``; ``exact`` gives pixel edges at the
+    level's true scales, which needs ``image_size`` ``(height, width)`` of the full image.
     """
     mask = probs >= threshold
     cells = mask.nonzero()
     image_index = cells[:, 0]
     xy = cells[:, 1:].to(probs.dtype).flip(1)  # (row, col) -> (x, y)
-    top_left = ((PNET_STRIDE * xy + 1) / scale).floor()
-    bottom_right = ((PNET_STRIDE * xy + PNET_CELL) / scale).floor()
+    if window_rule == "reference":
+        top_left = ((PNET_STRIDE * xy + 1) / scale).floor()
+        bottom_right = ((PNET_STRIDE * xy + PNET_CELL) / scale).floor()
+    elif window_rule == "exact":
+        if image_size is None:
+            raise ValueError("the exact window rule needs the image size")
+        height, width = image_size
+        level_height, level_width = scaled_size(height, width, scale)
+        true_scale = torch.tensor([level_width / width, level_height / height], dtype=probs.dtype, device=probs.device)
+        top_left = PNET_STRIDE * xy / true_scale
+        bottom_right = (PNET_STRIDE * xy + PNET_CELL) / true_scale
+    else:
+        raise ValueError(f"unknown window rule {window_rule!r}; expected one of {', '.join(WINDOW_RULES)}")
     windows = torch.cat([top_left, bottom_right], 1)
     return image_index, windows, probs[mask], offsets.permute(0, 2, 3, 1)[mask]
+
+
+def decode_pnet_windows(windows: torch.Tensor, offsets: torch.Tensor, window_rule: str) -> torch.Tensor:
+    """P-Net's box regression applied to its windows, in pixel edges (not yet squared).
+
+    The reference regresses its inclusive windows with the width ``x2 - x1`` (no ``+1``) and the
+    result is then read as inclusive; exact windows are already pixel edges.
+    """
+    boxes = calibrate(windows, offsets)
+    return inclusive_to_edges(boxes) if window_rule == "reference" else boxes
 
 
 def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> torch.Tensor:
@@ -201,14 +236,19 @@ class Cascade:
     their train/eval mode does not matter).  ``device='auto'`` uses ``cfg.device`` (and CUDA when
     that says auto and a GPU is present).  ``stack`` sends equal-size images of a batch through the
     pyramid together (default: on CUDA only; on the CPU one by one is faster, see
-    :meth:`detect_batch`); the results are the same either way.
+    :meth:`detect_batch`); the results are the same either way.  ``pnet_window`` is the P-Net's
+    window rule (:data:`WINDOW_RULES`): ``reference`` for the published weights, ``exact`` for
+    the nets this package trains; :meth:`from_run_dir` reads it from the checkpoint.
     """
 
     def __init__(self, pnet: nn.Module, rnet: nn.Module | None = None, onet: nn.Module | None = None,
                  cfg: DetectionConfig | None = None, device: str | torch.device = "auto",
-                 stack: bool | None = None) -> None:
+                 stack: bool | None = None, pnet_window: str = "reference") -> None:
         if onet is not None and rnet is None:
             raise UserError("an O-Net needs an R-Net before it in the cascade")
+        if pnet_window not in WINDOW_RULES:
+            raise UserError(f"unknown P-Net window rule {pnet_window!r}; expected one of {', '.join(WINDOW_RULES)}")
+        self.pnet_window = pnet_window
         self.cfg = cfg if cfg is not None else DetectionConfig()
         self.device = resolve_device(self.cfg.device if str(device) == "auto" else device)
         self.stack = self.device.type == "cuda" if stack is None else stack
@@ -230,7 +270,8 @@ class Cascade:
         last = _last_stage(stages, STAGES)
         wanted = STAGES[:STAGES.index(last) + 1]
         nets = {stage: load_stage_net(run_dir, stage) for stage in wanted}
-        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device=device, stack=stack)
+        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device=device, stack=stack,
+                   pnet_window=checkpoint_window_rule(stage_weights_path(run_dir, "pnet")))
 
     @classmethod
     def from_onnx_dir(cls, export_dir: str | Path, cfg: DetectionConfig | None = None,
@@ -242,7 +283,7 @@ class Cascade:
         crops and NMS stay torch code on the CPU, whatever ``cfg.device`` says.  Needs the ``onnx``
         extra (onnxruntime).
         """
-        from mtcnn_train.export import exported_file, load_onnx_nets  # export.py does not import us
+        from mtcnn_train.export import exported_file, exported_window_rule, load_onnx_nets  # export.py does not import us
 
         export_dir = Path(export_dir)
         if not export_dir.is_dir():
@@ -254,7 +295,8 @@ class Cascade:
             raise UserError(f"{export_dir}: no {exported_file(missing[0], 'onnx')} "
                             "(run mtcnn-train export --format onnx first)")
         nets = load_onnx_nets(export_dir, stages=wanted, threads=threads)
-        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device="cpu", stack=False)
+        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device="cpu", stack=False,
+                   pnet_window=exported_window_rule(export_dir))
 
     # ---- public entry points ----------------------------------------------------------------
 
@@ -373,7 +415,8 @@ class Cascade:
             level = self._resize(pixels, table, scaled_size(height, width, scale))
             logits, offsets = _pnet_maps(pnet, level)
             probs = torch.softmax(logits, dim=1)[:, 1]
-            image_index, windows, scores, cell_offsets = pnet_candidates(probs, offsets, scale, cfg.thresholds[0])
+            image_index, windows, scores, cell_offsets = pnet_candidates(
+                probs, offsets, scale, cfg.thresholds[0], self.pnet_window, (height, width))
             found.append((image_index, windows, scores, cell_offsets, torch.full_like(image_index, level_index)))
         if not found or sum(len(f[0]) for f in found) == 0:
             empty = torch.zeros((0, 4), device=self.device)
@@ -386,7 +429,7 @@ class Cascade:
         image_index, windows, scores, offsets = image_index[keep], windows[keep], scores[keep], offsets[keep]
         keep = batched_nms(windows, scores, image_index, cfg.nms_pnet_all)
         # The reference regresses P-Net windows with their inclusive width x2 - x1 (no +1).
-        boxes = inclusive_to_edges(calibrate(windows[keep], offsets[keep]))
+        boxes = decode_pnet_windows(windows[keep], offsets[keep], self.pnet_window)
         return image_index[keep], square(boxes), scores[keep]
 
     def _classify(self, stage: str, table: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor,

@@ -34,6 +34,8 @@ threads (0: its default, one per physical core); torch's own threads are set wit
 """
 from __future__ import annotations
 
+import json
+
 import warnings
 from pathlib import Path
 from typing import Any
@@ -104,8 +106,23 @@ def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tu
                                    "dynamic": list(_dynamic_axes(stage)[INPUT_NAME].values()),
                                    "source": str(stage_weights_path(run_dir, stage)),
                                    "source_epoch": int(source.get("epoch", 0))}
+        if stage == "pnet":
+            # The cascade over the exported nets must decode P-Net's windows as it was trained.
+            record["pnet_window"] = str(source.get("window_rule", "reference"))
     atomic_write_json(out_dir / "export.json", record)
     return record
+
+
+def exported_window_rule(export_dir: str | Path) -> str:
+    """The P-Net window rule recorded in ``export.json`` (``reference`` when absent)."""
+    path = Path(export_dir) / "export.json"
+    if not path.is_file():
+        return "reference"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    return str(record.get("pnet_window", "reference")) if isinstance(record, dict) else "reference"
 
 
 def require_onnxruntime() -> Any:

@@ -63,6 +63,9 @@ RUNTIME_FIELDS = ("device", "threads", "resident_max_gib", "checkpoint_every_ste
 DUMP_ENV = "MTCNN_TRAIN_DUMP_DIR"
 #: Validation batches are this many times the training batch (no gradients to keep).
 EVAL_BATCH_FACTOR = 4
+#: Our P-Net training crops are exact pixel-edge squares, so the detector decodes the P-Net we
+#: train with the ``exact`` window rule (``detector.WINDOW_RULES``); every checkpoint records it.
+TRAINED_WINDOW_RULE = "exact"
 
 
 @dataclass
@@ -322,6 +325,7 @@ def training_state(run: StageRun, progress: Progress, train_sums: torch.Tensor) 
         "metrics": progress.history[-1] if progress.history else {},
         "rng": rng_state(),
         "config": run.cfg.to_dict(),
+        "window_rule": TRAINED_WINDOW_RULE,
     }
 
 
@@ -457,7 +461,7 @@ def selection_score(best_by: str, metrics: dict[str, Any], epoch: int) -> float:
 
 def best_payload(run: StageRun, metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
     return {"stage": run.stage, "model": run.net.state_dict(), "config": run.cfg.to_dict(),
-            "metrics": metrics, "epoch": epoch}
+            "metrics": metrics, "epoch": epoch, "window_rule": TRAINED_WINDOW_RULE}
 
 
 # --------------------------------------------------------------------------------------------
