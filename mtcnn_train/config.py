@@ -39,6 +39,10 @@ class DataConfig:
     #: A held-out landmark list (same formats, read with ``landmarks_format``) that the pipeline's
     #: evaluation scores O-Net's landmarks on, e.g. MTFL's AFLW crops (``new_testing.txt``).
     landmarks_test: str | None = None
+    #: Share of the landmark faces (of ``landmarks``) held out of every sample set, by image: the
+    #: landmark validation split on which landmark choices (crop framing, rotation, mirror
+    #: averaging, epochs) are made, so ``landmarks_test`` is scored only once, at the end.
+    landmarks_val_fraction: float = 0.0
     #: Folder holding ``FDDB-folds/`` and ``originalPics/``.
     fddb_root: str | None = None
     #: Share of WIDER images (whole images, never single faces) held out for validation.
@@ -94,8 +98,17 @@ class SamplingConfig:
     workers: int = 0
     seed: int = 0
     #: Mining (R-Net, O-Net sets) also adds the IoU-banded crops of P-Net sampling around each
-    #: face, so a strong earlier stage cannot starve a sample type; the mined candidates come on top.
-    mining_base_crops: bool = True
+    #: face as a top-up under the mined candidates (logged, with the share of each type that came
+    #: from detections, in the sample set's manifest).  Off: the paper's rule, each stage learns
+    #: only from what the earlier stages detect.
+    mining_base_crops: bool = False
+    #: Face-score thresholds of the earlier stages while mining (P-Net for R-Net samples, P and R
+    #: for O-Net samples); empty: ``detection.thresholds``.  Lower than at detection time, as the
+    #: reference trainers do (0.3 / 0.1), so the next stage sees the borderline candidates too.
+    mining_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.1])
+    #: At most this many mined negatives per image, the highest-scoring (hardest) first, so a few
+    #: crowded images cannot supply most of the negatives (0 = no cap).
+    mining_negatives_per_image: int = 60
     #: Target sizes of the mined R-Net and O-Net sets; 0 = the same rule as ``total``.  O-Net
     #: trains about 100x slower per sample than P-Net, so its set is often kept smaller.
     total_rnet: int = 0
@@ -104,8 +117,10 @@ class SamplingConfig:
     shard_size: int = 100_000
 
 
-#: Values of ``train.<stage>.best_by``: a validation loss to minimise, or "last".
-BEST_BY_CHOICES = ("loss", "loss_det", "loss_box", "loss_landmark", "last")
+#: Values of ``train.<stage>.best_by``: a validation loss to minimise, "last", or "detection" (the
+#: cascade run over the held-out WIDER images after each epoch: recall at IoU 0.65 within a fixed
+#: candidate budget for P-Net and R-Net, AP for O-Net; see evaluation/stages.py).
+BEST_BY_CHOICES = ("loss", "loss_det", "loss_box", "loss_landmark", "last", "detection")
 
 
 @dataclass
@@ -370,9 +385,13 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
            f"the part band's lower edge ({s.part_iou}) must lie below the positive band ({s.pos_iou})")
     _check(s.min_face_size >= 1, loc, "sampling.min_face_size", f"must be at least 1 pixel, got {s.min_face_size}")
     for key in ("random_negatives_per_image", "negatives_per_face", "crops_per_face",
-                "landmark_crops_per_face", "total", "total_rnet", "total_onet", "workers"):
+                "landmark_crops_per_face", "total", "total_rnet", "total_onet", "workers",
+                "mining_negatives_per_image"):
         _check(getattr(s, key) >= 0, loc, f"sampling.{key}", f"must not be negative, got {getattr(s, key)}")
     _check(s.shard_size >= 1, loc, "sampling.shard_size", f"must be at least 1, got {s.shard_size}")
+    _check(len(s.mining_thresholds) in (0, 2) and all(_in_unit(t) for t in s.mining_thresholds), loc,
+           "sampling.mining_thresholds",
+           f"must be empty or two face-score thresholds in [0, 1] (P-Net, R-Net), got {s.mining_thresholds}")
     _check(0 <= s.landmark_max_rotation <= 90, loc, "sampling.landmark_max_rotation",
            f"must lie in [0, 90] degrees, got {s.landmark_max_rotation}")
     _check(s.landmark_boxes in ("auto", "file", "derived"), loc, "sampling.landmark_boxes",
@@ -383,6 +402,8 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
 
     d = cfg.data
     _check(0.0 <= d.val_fraction < 1.0, loc, "data.val_fraction", f"must lie in [0, 1), got {d.val_fraction}")
+    _check(0.0 <= d.landmarks_val_fraction < 1.0, loc, "data.landmarks_val_fraction",
+           f"must lie in [0, 1), got {d.landmarks_val_fraction}")
     _check(d.max_images >= 0, loc, "data.max_images", f"must not be negative, got {d.max_images}")
     _check(d.landmarks_format in ("auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"), loc,
            "data.landmarks_format", f"must be auto, celeba, celeba-aligned, lfw-net or mtfl, got {d.landmarks_format!r}")

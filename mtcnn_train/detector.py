@@ -333,6 +333,16 @@ class Cascade:
                     results[i] = dets
         return results  # type: ignore[return-value]
 
+    def detect_stages(self, image_rgb: np.ndarray) -> dict[str, Detections]:
+        """What each stage of the cascade hands on, from one pass over the image: ``{"pnet": ...,
+        "rnet": ..., "onet": ...}`` (the stages this cascade has), each as :meth:`detect` with
+        ``stages`` set to that stage would return it.  For stage diagnostics."""
+        _check_image(image_rgb, 0)
+        collected: dict[str, list[Detections]] = {}
+        self._detect_same_size([image_rgb], self.stages[-1], collected)
+        return {stage: collected[stage][0] if stage in collected else Detections.empty(stage == "onet")
+                for stage in self.stages}
+
     def crops(self, image_rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         """Cut ``boxes`` (pixel edges) out of an image exactly as the cascade cuts its R/O-Net inputs.
 
@@ -367,18 +377,29 @@ class Cascade:
     # ---- the stages ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _detect_same_size(self, arrays: list[np.ndarray], last: str) -> list[Detections]:
+    def _detect_same_size(self, arrays: list[np.ndarray], last: str,
+                          collect: dict[str, list[Detections]] | None = None) -> list[Detections]:
+        """The cascade up to ``last`` on images of one size; ``collect`` (optional) receives each
+        finished stage's per-image results under the stage's name."""
         cfg = self.cfg
         batch = len(arrays)
         height, width = arrays[0].shape[:2]
         stacked = np.ascontiguousarray(arrays[0])[None] if batch == 1 else np.stack(arrays)
         pixels = torch.from_numpy(stacked).to(self.device).permute(0, 3, 1, 2)  # B x 3 x H x W uint8
 
+        def finish(stage: str, image_index, boxes, scores, landmarks=None) -> list[Detections]:
+            result = self._split(batch, image_index, boxes, scores, landmarks,
+                                 with_landmarks=last == "onet" or landmarks is not None)
+            if collect is not None:
+                collect[stage] = result
+            return result
+
         # The integral image serves the R/O-Net crops, and on the CPU the pyramid too.
         table = summed_area_table(pixels) if (last != "pnet" or self.device.type == "cpu") else None
         image_index, boxes, scores = self._run_pnet(pixels, table if self.device.type == "cpu" else None)
+        result = finish("pnet", image_index, boxes, scores)
         if last == "pnet" or len(boxes) == 0:
-            return self._split(batch, image_index, boxes, scores, None, with_landmarks=last == "onet")
+            return result
 
         clip = cfg.crop_border == "clip"
         probs, offsets, _ = self._classify("rnet", table, image_index, boxes, width, height, clip)
@@ -387,8 +408,9 @@ class Cascade:
         keep = batched_nms(edges_to_inclusive(boxes), scores, image_index, cfg.nms_rnet)
         image_index, scores = image_index[keep], scores[keep]
         boxes = square(calibrate(boxes[keep], offsets[keep]))
+        result = finish("rnet", image_index, boxes, scores)
         if last == "rnet" or len(boxes) == 0:
-            return self._split(batch, image_index, boxes, scores, None, with_landmarks=last == "onet")
+            return result
 
         probs, offsets, points = self._classify("onet", table, image_index, boxes, width, height, clip)
         passed = probs > cfg.thresholds[2]
@@ -396,7 +418,7 @@ class Cascade:
         landmarks = landmarks_from_offsets(boxes, points[passed])
         boxes = calibrate(boxes, offsets[passed])
         keep = batched_nms(boxes, scores, image_index, cfg.nms_onet, mode="min")
-        return self._split(batch, image_index[keep], boxes[keep], scores[keep], landmarks[keep], with_landmarks=True)
+        return finish("onet", image_index[keep], boxes[keep], scores[keep], landmarks[keep])
 
     def _resize(self, pixels: torch.Tensor, table: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
         """One pyramid level, as ``F.interpolate(mode='area')``.  On the CPU the integral image

@@ -70,6 +70,45 @@ def _fmt(value: Any, width: int = 0) -> str:
     return f"{text:>{width}}" if width else text
 
 
+def validation_records(cfg: Config) -> list[Any]:
+    """The WIDER images held out of every sample set (``data.val_fraction``, ``data.val_seed``):
+    where checkpoints are chosen and the stages are diagnosed."""
+    from mtcnn_train.datasets.split import split_train_val
+    from mtcnn_train.datasets.wider import read_wider, wider_paths
+
+    if not cfg.data.wider_root:
+        raise UserError("evaluation on the validation split needs data.wider_root")
+    annotation, images_root = wider_paths(cfg.resolve_path(cfg.data.wider_root), cfg.data.wider_split)
+    _, val = split_train_val(read_wider(annotation, images_root), cfg.data.val_fraction, cfg.data.val_seed)
+    if not val:
+        raise UserError("the validation split is empty (data.val_fraction is 0)")
+    return val
+
+
+def landmark_validation_records(cfg: Config) -> list[Any]:
+    """The landmark faces held out of every sample set (``data.landmarks_val_fraction``)."""
+    from mtcnn_train.datasets.landmarks import read_landmarks
+    from mtcnn_train.datasets.split import split_train_val
+    from mtcnn_train.samples.generate import _landmark_format, derive_landmark_boxes
+
+    if not cfg.data.landmarks or cfg.data.landmarks_val_fraction <= 0:
+        return []
+    path = cfg.resolve_path(cfg.data.landmarks)
+    fmt = _landmark_format(path, cfg.data.landmarks_format)
+    records = read_landmarks(path, fmt=fmt, derive_boxes=derive_landmark_boxes(cfg.sampling.landmark_boxes, fmt))
+    return split_train_val(records, cfg.data.landmarks_val_fraction, cfg.data.val_seed)[1]
+
+
+def detection_scorer(stage: str, cfg: Config, run_dir: str | Path) -> Callable[[Any], dict[str, float]] | None:
+    """The per-epoch detection measure for ``train.<stage>.best_by: detection`` (else None): the
+    cascade, with the earlier stages from ``run_dir``, over the held-out WIDER images."""
+    if cfg.stage(stage).best_by != "detection":
+        return None
+    from mtcnn_train.evaluation.stages import epoch_scorer
+
+    return epoch_scorer(stage, run_dir, validation_records(cfg), cfg.detection)
+
+
 def train_or_resume(stage: str, cfg: Config, sample_dir: Path, run_dir: Path) -> dict[str, Any]:
     """Train ``stage`` unless it is finished; continue an interrupted run from ``last.pt``."""
     from mtcnn_train.checkpoint import load_checkpoint
@@ -80,7 +119,8 @@ def train_or_resume(stage: str, cfg: Config, sample_dir: Path, run_dir: Path) ->
     if weights.is_file() and not last.is_file():
         # Weights from elsewhere (imported or copied in): keep them, there is no training to resume.
         return dict(load_checkpoint(weights).get("metrics") or {})
-    return train_stage(stage, cfg, [sample_dir], run_dir, resume=last.is_file())
+    return train_stage(stage, cfg, [sample_dir], run_dir, resume=last.is_file(),
+                       epoch_scorer=detection_scorer(stage, cfg, run_dir))
 
 
 def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = STAGES, progress: bool = True,
@@ -188,19 +228,13 @@ def run_demo(out_dir: str | Path, *, images: int = 200, seed: int = 0, overrides
 def evaluate_validation_split(cfg: Config, run_dir: str | Path, stages: tuple[str, ...] = STAGES, *,
                               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """WIDER-protocol AP on the held-out validation images for P, P+R and P+R+O cascades."""
-    from mtcnn_train.datasets.split import split_train_val
-    from mtcnn_train.datasets.wider import read_wider, wider_paths, write_wider
+    from mtcnn_train.datasets.wider import write_wider
     from mtcnn_train.detector import Cascade
     from mtcnn_train.evaluation.fddb import detector_fingerprint
     from mtcnn_train.evaluation.wider import evaluate_wider_with_detector, ground_truth_from_records
 
     run_dir = Path(run_dir)
-    if not cfg.data.wider_root:
-        raise UserError("evaluation on the validation split needs data.wider_root")
-    annotation, images_root = wider_paths(cfg.resolve_path(cfg.data.wider_root), cfg.data.wider_split)
-    _, val = split_train_val(read_wider(annotation, images_root), cfg.data.val_fraction, cfg.data.val_seed)
-    if not val:
-        raise UserError("the validation split is empty (data.val_fraction is 0)")
+    val = validation_records(cfg)
     # The split written out in the official format, so `eval wider --annotations` can rescore it.
     write_wider(val, run_dir / "eval" / "wider_face_val_split_bbx_gt.txt")
     gt = ground_truth_from_records(val)
@@ -213,12 +247,27 @@ def evaluate_validation_split(cfg: Config, run_dir: str | Path, stages: tuple[st
                                           fingerprint={**detector_fingerprint(run_dir, cfg.detection), "stages": upto},
                                           echo=echo)
         results[f"WIDER val AP ({name})"] = {setting: r.ap for setting, r in ap.items()}
-    if cfg.data.landmarks_test and "onet" in stages:
-        from mtcnn_train.evaluation.landmarks import evaluate_landmarks_run
+    from mtcnn_train.evaluation.stages import diagnose_runs, write_report
 
-        scores = evaluate_landmarks_run(run_dir, cfg.resolve_path(cfg.data.landmarks_test), run_dir / "eval" / "landmarks",
-                                        cfg, fmt=cfg.data.landmarks_format, echo=echo)
-        for protocol, result in scores.items():
-            results[f"landmark NME ({protocol} boxes)"] = {"nme": result.nme, "failure_rate": result.failure_rate,
-                                                           "scored": result.scored, "faces": result.faces}
+    echo(write_report(run_dir / "eval" / "stages", diagnose_runs({"ours": run_dir}, val, cfg.detection,
+                                                                  progress=False)))
+    if "onet" in stages:
+        from mtcnn_train.evaluation.landmarks import evaluate_landmark_records, evaluate_landmarks_run
+
+        landmark_val = landmark_validation_records(cfg)
+        if landmark_val:
+            scores = evaluate_landmark_records(run_dir, landmark_val, run_dir / "eval" / "landmarks_val", cfg,
+                                               source=f"{cfg.data.landmarks} (held-out validation faces)", echo=echo)
+            for protocol, result in scores.items():
+                results[f"landmark NME, validation split ({protocol} boxes)"] = {
+                    "nme": result.nme, "failure_rate": result.failure_rate, "scored": result.scored,
+                    "faces": result.faces}
+        if cfg.data.landmarks_test:
+            scores = evaluate_landmarks_run(run_dir, cfg.resolve_path(cfg.data.landmarks_test),
+                                            run_dir / "eval" / "landmarks", cfg, fmt=cfg.data.landmarks_format,
+                                            echo=echo)
+            for protocol, result in scores.items():
+                results[f"landmark NME, TEST set ({protocol} boxes)"] = {
+                    "nme": result.nme, "failure_rate": result.failure_rate, "scored": result.scored,
+                    "faces": result.faces}
     return results

@@ -1,4 +1,4 @@
-"""Evaluation commands: ``eval fddb``, ``eval wider`` and ``eval landmarks``."""
+"""Evaluation commands: ``eval fddb``, ``eval wider``, ``eval landmarks`` and ``eval stages``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -127,3 +127,29 @@ def eval_landmarks(weights, annotations, fmt, images, min_iou, label, quiet, out
     out = prepare_output_dir(out, force=False)
     evaluate_landmarks_run(weights, annotations, out, cfg, fmt=fmt, images_root=images, min_iou=min_iou,
                            label=label, progress=not quiet, echo=click.echo)
+
+
+@eval_group.command("stages")
+@click.option("--weights", "runs", multiple=True, required=True, metavar="[LABEL=]RUN_DIR",
+              help="Run folder to diagnose (repeatable: ours beside e.g. the imported published weights).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--out", type=_DIR, required=True, help="Output folder (stages.txt, stages.json, stages.png).")
+@config_options
+def eval_stages(runs, quiet, out, config_path, overrides) -> None:
+    """Faces kept after P, P+R and P+R+O on the held-out WIDER images of the config (data.val_fraction):
+    recall at IoU 0.5 / 0.65, candidates per image, AP, and P-Net's recall by candidate budget."""
+    from mtcnn_train.evaluation.stages import diagnose_runs, write_report
+    from mtcnn_train.pipeline import validation_records
+
+    cfg = get_config(config_path, overrides)
+    labelled = {}
+    for text in runs:
+        label, _, folder = text.rpartition("=")
+        folder_path = Path(folder)
+        if not folder_path.is_dir():
+            raise UserError(f"{folder}: run folder not found")
+        labelled[label or folder_path.name] = folder_path
+    out = prepare_output_dir(out, force=False)
+    results = diagnose_runs(labelled, validation_records(cfg), cfg.detection, progress=not quiet)
+    click.echo(write_report(out, results))
+    click.echo(f"wrote {out / 'stages.txt'}, {out / 'stages.json'} and {out / 'stages.png'}")

@@ -43,10 +43,12 @@ def _make_stage_command(stage: str) -> None:
                   help=f"Start from the {stage} weights of a run folder or .pt file (fine-tuning).")
     @config_options
     def command(sample_dirs, out, resume, force, init, config_path, overrides) -> None:
+        from mtcnn_train.pipeline import detection_scorer
         from mtcnn_train.training.trainer import train_stage
 
         cfg = get_config(config_path, overrides)
-        result = train_stage(stage, cfg, sample_dirs, out, resume=resume, init=init, force=force)
+        result = train_stage(stage, cfg, sample_dirs, out, resume=resume, init=init, force=force,
+                             epoch_scorer=detection_scorer(stage, cfg, out))
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
             click.echo(_summary(result))
 

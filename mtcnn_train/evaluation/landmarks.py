@@ -175,18 +175,29 @@ def evaluate_landmarks_run(weights: str | Path, list_file: str | Path, out_dir: 
                            echo: Callable[[str], None] = print) -> dict[str, LandmarkResult]:
     """``eval landmarks``: load a list and a cascade, score, write ``landmarks.json`` and ``ced.png``."""
     from mtcnn_train.datasets.landmarks import read_landmarks
-    from mtcnn_train.detector import Cascade
-    from mtcnn_train.evaluation.plots import plot_ced
 
     records = read_landmarks(list_file, images_root, fmt)
     if not records:
         raise UserError(f"{list_file}: lists no faces")
+    return evaluate_landmark_records(weights, records, out_dir, cfg, source=str(list_file), min_iou=min_iou,
+                                     label=label, progress=progress, echo=echo)
+
+
+def evaluate_landmark_records(weights: str | Path, records: Sequence[FaceRecord], out_dir: str | Path, cfg: Any, *,
+                              source: str, min_iou: float = 0.4, label: str | None = None, progress: bool = True,
+                              echo: Callable[[str], None] = print) -> dict[str, LandmarkResult]:
+    """Score a cascade's landmarks on ``records`` (e.g. a held-out split); ``source`` names them in
+    ``landmarks.json``.  Writes ``landmarks.json`` and ``ced.png`` in ``out_dir``."""
+    from mtcnn_train.detector import Cascade
+    from mtcnn_train.evaluation.plots import plot_ced
+
     # Stacked: landmark lists are mostly crops of one size, which batch well even on the CPU.
     cascade = Cascade.from_run_dir(weights, cfg.detection, device=cfg.detection.device, stack=True)
     results, skipped = evaluate_landmarks(cascade, records, min_iou=min_iou, progress=progress)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "landmarks.json", {
-        "weights": str(weights), "list": str(list_file), "min_iou": min_iou,
+        "weights": str(weights), "list": source, "faces_listed": len(records), "min_iou": min_iou,
         "failure_threshold": FAILURE_THRESHOLD, "results": {p: r.summary() for p, r in results.items()},
         "skipped": skipped})
     name = label or Path(weights).name

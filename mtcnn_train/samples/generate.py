@@ -86,7 +86,10 @@ LANDMARK_BOX_RULES = ("auto", "file", "derived")
 COUNTERS = ("images", "landmark_faces", "images_unreadable", "images_converted", "boxes_clipped",
             "boxes_outside", "faces_not_usable", "landmark_faces_unusable", "landmark_faces_without_crops", "crops",
             # hard-example mining (R-Net / O-Net sets): what the earlier stages found
-            "faces_usable", "candidates", "covered_0.65", "covered_0.4")
+            "faces_usable", "candidates", "covered_0.65", "covered_0.4", "mined_negatives_over_cap")
+#: Per-crop arrays a unit may hold besides the sample arrays; they stay in the work folder and
+#: feed the manifest (``origin``: mined candidate or top-up crop, see samples/mining.py).
+UNIT_EXTRA_ARRAYS = {"origin": np.uint8}
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,8 +170,11 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
         inputs.sources["landmarks"] = {"list": str(path), "format": fmt,
                                        "boxes": "derived from the points" if derive else "from the file"}
     if landmark_records is not None:
-        inputs.landmarks = list(enumerate(landmark_records))
-        inputs.sources.setdefault("landmarks", {})["faces"] = len(inputs.landmarks)
+        records = list(landmark_records)
+        train, val = split_train_val(records, data.landmarks_val_fraction, data.val_seed)
+        train_ids = {id(r) for r in train}
+        inputs.landmarks = [(i, r) for i, r in enumerate(records) if id(r) in train_ids]
+        inputs.sources.setdefault("landmarks", {}).update({"faces": len(inputs.landmarks), "val_faces": len(val)})
     if not inputs.wider and not inputs.landmarks:
         raise UserError("nothing to sample: set data.wider_root (or --wider-root) and/or data.landmarks (or --landmarks)")
     return inputs
@@ -430,9 +436,10 @@ def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str, mining: MiningJ
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for key, dtype in ARRAY_DTYPES.items():
-            np.save(tmp / f"{shard_stem(0)}.{key}.npy", np.ascontiguousarray(arrays[key], dtype=dtype),
-                    allow_pickle=False)
+        for key, dtype in {**ARRAY_DTYPES, **UNIT_EXTRA_ARRAYS}.items():
+            if key in arrays:
+                np.save(tmp / f"{shard_stem(0)}.{key}.npy", np.ascontiguousarray(arrays[key], dtype=dtype),
+                        allow_pickle=False)
         (tmp / UNIT_STATS).write_text(json.dumps(stats))
         final = work / unit.name
         shutil.rmtree(final, ignore_errors=True)
@@ -633,9 +640,19 @@ class GenerateReport:
         if not self.mining:
             return ""
         m = self.mining
-        return (f"\n{m['earlier_stages']} recall on {m['faces_usable']} training faces: "
+        text = (f"\n{m['earlier_stages']} recall on {m['faces_usable']} training faces: "
                 f"{m['recall_at_0.65']:.3f} at IoU >= 0.65, {m['recall_at_0.4']:.3f} at IoU >= 0.4; "
                 f"{m['candidates_per_image']:.1f} candidates per image")
+        if "composition" in m:
+            shares = []
+            for name, parts in m["composition"].items():
+                total = parts["detections"] + parts["top_up"]
+                shares.append(f"{name} {parts['detections'] / total:.0%}" if total else f"{name} -")
+            text += (f"\nfrom detections: {', '.join(shares)}"
+                     f"{' (the rest: mining_base_crops top-up)' if m.get('base_crops') else ''}; "
+                     f"{m.get('negatives_over_cap', 0)} negatives over the per-image cap of "
+                     f"{m.get('negatives_per_image_cap')} left out")
+        return text
 
 
 def _sum_stats(all_stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -815,9 +832,18 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
         "config": cfg.to_dict(),
     }
     if stage != "pnet":
-        from mtcnn_train.samples.mining import recall_summary
+        from mtcnn_train.samples.mining import composition, recall_summary
 
-        manifest["mining"] = {"weights": weights, **recall_summary(stats, stage)}
+        origin = np.concatenate([np.asarray(_unit_array(work, unit, "origin"))
+                                 if (work / unit.name / f"{shard_stem(0)}.origin.npy").is_file()
+                                 else np.zeros(len(unit_labels), np.uint8)
+                                 for unit, unit_labels in zip(units, labels_per_unit)]) if units else np.zeros(0, np.uint8)
+        manifest["mining"] = {"weights": weights, **recall_summary(stats, stage),
+                              "base_crops": s.mining_base_crops,
+                              "negatives_per_image_cap": s.mining_negatives_per_image,
+                              "negatives_over_cap": stats.get("mined_negatives_over_cap", 0),
+                              "thresholds": list(s.mining_thresholds) or list(cfg.detection.thresholds[:2]),
+                              "composition": composition(labels[chosen], origin[chosen])}
     # An older set in the folder stops being a set before any of its shards is replaced.
     (out / MANIFEST).unlink(missing_ok=True)
     save_config(cfg, out / "config.yaml")

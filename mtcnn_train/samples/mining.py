@@ -19,6 +19,7 @@ the **candidates per image**.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from mtcnn_train.samples.shards import concat_arrays
 
 #: IoU levels at which the earlier stages' recall is reported.
 RECALL_LEVELS = (0.65, 0.4)
+#: ``origin`` of a mined crop: found by the earlier stages, or a ``mining_base_crops`` top-up.
+ORIGIN_DETECTION, ORIGIN_TOP_UP = 1, 0
 
 _cascade_cache: dict[tuple, Any] = {}
 
@@ -56,6 +59,14 @@ def weights_fingerprint(weights: str | Path, stage: str) -> str:
     return digest.hexdigest()
 
 
+def mining_detection_config(cfg: Config) -> Any:
+    """``cfg.detection`` with the mining thresholds (``sampling.mining_thresholds``) where given."""
+    if not cfg.sampling.mining_thresholds:
+        return cfg.detection
+    thresholds = list(cfg.sampling.mining_thresholds) + list(cfg.detection.thresholds[2:])
+    return dataclasses.replace(cfg.detection, thresholds=thresholds)
+
+
 def _cascade(weights: str, stage: str, detection_cfg) -> Any:
     """One cascade per process (workers reuse it across units)."""
     from mtcnn_train.detector import Cascade
@@ -65,6 +76,16 @@ def _cascade(weights: str, stage: str, detection_cfg) -> Any:
         _cascade_cache.clear()
         _cascade_cache[key] = Cascade.from_run_dir(weights, detection_cfg, stages=previous_stage(stage), device="cpu")
     return _cascade_cache[key]
+
+
+def cap_negatives(labels: np.ndarray, cap: int) -> np.ndarray:
+    """Keep-mask dropping the negatives after the first ``cap`` (candidates come best-scored
+    first, so the hardest are kept); 0 keeps all."""
+    keep = np.ones(len(labels), bool)
+    if cap > 0:
+        negatives = np.flatnonzero(labels == smp.LABEL_NEGATIVE)
+        keep[negatives[cap:]] = False
+    return keep
 
 
 def label_candidates(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarray,
@@ -92,15 +113,20 @@ def recall_counts(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarray)
 
 
 def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Run the earlier stages over a unit of training images and keep their labelled candidates."""
+    """Run the earlier stages over a unit of training images and keep their labelled candidates.
+
+    Besides the sample arrays, the result holds ``origin`` per crop: :data:`ORIGIN_DETECTION` for
+    a mined candidate, :data:`ORIGIN_TOP_UP` for a ``mining_base_crops`` crop (the manifest
+    reports the share of each type that came from detections).
+    """
     from mtcnn_train.samples import generate as gen
 
     stats = gen._new_stats()
     stats.update({"faces_usable": 0, "candidates": 0, **{f"covered_{level}": 0 for level in RECALL_LEVELS}})
     size = STAGE_SIZE[stage]
-    cascade = _cascade(weights, stage, cfg.detection)
+    cascade = _cascade(weights, stage, mining_detection_config(cfg))
     bands = smp.Bands.from_config(cfg.sampling)
-    parts = []
+    parts, origins = [], []
     loaded_images = gen.load_ahead([record.image_path for _, _, record in unit.items])
     for (_seed_index, source_index, record), loaded in zip(unit.items, loaded_images):
         image = gen.count_loaded(loaded, record_key(record), stats)
@@ -113,19 +139,22 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
         for key, value in recall_counts(candidates, faces, usable).items():
             stats[key] += value
         labels, targets = label_candidates(candidates, faces, usable, bands)
-        keep = labels != smp.DISCARD
+        keep = (labels != smp.DISCARD) & cap_negatives(labels, cfg.sampling.mining_negatives_per_image)
+        stats["mined_negatives_over_cap"] += int(np.sum((labels == smp.LABEL_NEGATIVE) & ~keep))
         crops, labels, targets = candidates[keep], labels[keep], targets[keep]
+        origin = np.full(len(labels), ORIGIN_DETECTION, np.uint8)
         if cfg.sampling.mining_base_crops:
-            # A strong earlier stage lets few negatives (or few faces) through, and the ratio would
-            # then shrink the whole set to the scarcest type: the IoU-banded crops of P-Net sampling
-            # are added as a base, with the mined hard examples on top.
+            # The explicit top-up: the IoU-banded crops of P-Net sampling around each face, under
+            # the mined hard examples (a strong earlier stage may let few negatives or faces through).
             plan = smp.plan_detection_crops(gen._item_rng(cfg.sampling.seed, gen._WIDER_STREAM, _seed_index),
                                             width, height, faces, usable, cfg.sampling, bands)
             crops = np.concatenate([crops, plan.crops])
             labels = np.concatenate([labels, plan.labels])
             targets = np.concatenate([targets, plan.boxes])
+            origin = np.concatenate([origin, np.full(len(plan.labels), ORIGIN_TOP_UP, np.uint8)])
         n = len(labels)
         stats["crops"] += n
+        origins.append(origin)
         parts.append({
             "images": cascade.crops(image, crops, size),
             "labels": labels,
@@ -134,7 +163,21 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
             "sources": np.full(n, source_index, np.int32),
             "crops": crops.astype(np.float32),
         })
-    return concat_arrays(parts, size), stats
+    arrays = concat_arrays(parts, size)
+    arrays["origin"] = np.concatenate(origins) if origins else np.zeros(0, np.uint8)
+    return arrays, stats
+
+
+def composition(labels: np.ndarray, origin: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per detection sample type, how many crops came from detections and how many from the top-up."""
+    from mtcnn_train.samples.shards import LABEL_OF
+
+    out = {}
+    for name in ("negative", "positive", "part"):
+        of_type = labels == LABEL_OF[name]
+        out[name] = {"detections": int(np.sum(of_type & (origin == ORIGIN_DETECTION))),
+                     "top_up": int(np.sum(of_type & (origin == ORIGIN_TOP_UP)))}
+    return out
 
 
 def recall_summary(stats: dict[str, Any], stage: str) -> dict[str, Any]:

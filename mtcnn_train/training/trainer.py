@@ -448,11 +448,16 @@ def selection_score(best_by: str, metrics: dict[str, Any], epoch: int) -> float:
     """The number an epoch is ranked by (lower is better) under ``train.<stage>.best_by``.
 
     ``last`` ranks by minus the epoch, so every finished epoch becomes the best so far and the
-    stage ends with the schedule's final weights.  A NaN score (a loss with nothing to measure)
+    stage ends with the schedule's final weights.  ``detection`` ranks by minus the detection
+    measure's ``score`` (``metrics["detection"]``, higher is better).  A NaN score (a loss with nothing to measure)
     never wins, so it falls back to the total loss.
     """
     if best_by == "last":
         return -float(epoch)
+    if best_by == "detection":
+        score = (metrics.get("detection") or {}).get("score")
+        if score is not None and math.isfinite(score):
+            return -float(score)  # higher recall or AP is better
     score = metrics.get(best_by)
     if score is None or not math.isfinite(score):
         score = metrics["loss"]
@@ -504,6 +509,9 @@ def _format_epoch(stage: str, record: dict[str, Any], epochs: int) -> str:
     if val:
         text += (f" | val loss {val['loss']:.4f} acc {val['accuracy']:.4f} recall {val['recall']:.4f} "
                  f"precision {val['precision']:.4f} box {val['box_l2']:.4f} landmarks {val['landmark_l2']:.4f}")
+    detection = record.get("detection")
+    if detection:
+        text += " | detection " + " ".join(f"{k} {v:.4f}" for k, v in detection.items() if k != "score")
     return text + f" | {record['samples_per_sec']:.0f} samples/s"
 
 
@@ -511,16 +519,26 @@ def _format_epoch(stage: str, record: dict[str, Any], epochs: int) -> str:
 # Entry point
 
 
+EpochScorer = Callable[[nn.Module], dict[str, float]]
+
+
 def train_stage(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], run_dir: str | Path,
-                resume: bool = False, init: str | Path | None = None, force: bool = False) -> dict[str, Any]:
+                resume: bool = False, init: str | Path | None = None, force: bool = False,
+                epoch_scorer: EpochScorer | None = None) -> dict[str, Any]:
     """Train one stage into ``run_dir`` and return its final metrics.
 
     Refuses to overwrite a finished stage (``RUN_DIR/<stage>.pt``) or an unfinished one
     (``last.pt``) unless ``force`` (start over) or ``resume`` (continue from ``last.pt``; the saved
     training settings win over ``cfg``, except the runtime ones in :data:`RUNTIME_FIELDS`).
     ``init`` fine-tunes from the ``stage`` weights of a run folder or ``.pt`` file.  Under
-    ``torchrun`` every rank calls this; rank 0 writes the files.
+    ``torchrun`` every rank calls this; rank 0 writes the files.  ``epoch_scorer(net)``, when given,
+    measures the net on detection after each epoch (``metrics["detection"]``); ``best_by:
+    detection`` needs it (the pipeline builds it from the held-out WIDER images).
     """
+    if cfg.stage(stage).best_by == "detection" and epoch_scorer is None:
+        raise UserError(f"train.{stage}.best_by: detection needs the held-out WIDER images to measure on "
+                        "(data.wider_root with data.val_fraction > 0, run through mtcnn-train pipeline or "
+                        f"mtcnn-train {stage})")
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     ctx = distributed.context_from_env()
@@ -552,7 +570,7 @@ def train_stage(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], run_
         if start == "done":
             return _finish_done_stage(paths, saved_state, ctx)
         run = prepare_run(stage, cfg, sample_dirs, ctx, init=init if start == "fresh" else None, device=device)
-        return _train(run, paths, saved_state)
+        return _train(run, paths, saved_state, epoch_scorer)
     finally:
         distributed.shutdown(ctx)
 
@@ -569,10 +587,12 @@ def _final_metrics(stage: str, progress: Progress) -> dict[str, Any]:
     last = progress.history[-1] if progress.history else {}
     best = next((r for r in progress.history if r["epoch"] == progress.best_epoch), last)
     return {"stage": stage, "epoch": last.get("epoch"), "train": last.get("train"), "val": last.get("val"),
-            "best_epoch": progress.best_epoch, "best_val": best.get("val"), "best_loss": progress.best_loss}
+            "best_epoch": progress.best_epoch, "best_val": best.get("val"), "best_loss": progress.best_loss,
+            "best_detection": best.get("detection")}
 
 
-def _train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None) -> dict[str, Any]:
+def _train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None,
+           epoch_scorer: EpochScorer | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg, ctx = run.train_cfg, run.ctx
@@ -633,14 +653,20 @@ def _train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None)
                 "train": train_metrics,
                 "val": val_metrics,
             }
+            if epoch_scorer is not None:
+                # Every rank measures (the cascade is deterministic), so all agree on the best epoch.
+                record["detection"] = epoch_scorer(run.net)
             progress.history.append(record)
             logger.scalars("train", train_metrics, epoch + 1)
             if val_metrics:
                 logger.scalars("val", val_metrics, epoch + 1)
+            if record.get("detection"):
+                logger.scalars("val_detection", record["detection"], epoch + 1)
             logger.scalars("epoch", {"lr": record["lr"], "samples_per_sec": record["samples_per_sec"]}, epoch + 1)
             logger.message(_format_epoch(run.stage, record, cfg.epochs))
 
-            score = selection_score(cfg.best_by, val_metrics or train_metrics, epoch + 1)
+            score = selection_score(cfg.best_by, {**(val_metrics or train_metrics), "detection": record.get("detection")},
+                                    epoch + 1)
             improved = progress.best_loss is None or score < progress.best_loss
             if improved:
                 progress.best_loss, progress.best_epoch = score, epoch + 1

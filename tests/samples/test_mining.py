@@ -11,7 +11,9 @@ from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import calibrate, iou_matrix
 from mtcnn_train.nets import build_net
 from mtcnn_train.samples import sampling as smp
-from mtcnn_train.samples.mining import label_candidates, recall_counts, recall_summary, weights_fingerprint
+from mtcnn_train.samples.mining import (
+    ORIGIN_DETECTION, ORIGIN_TOP_UP, cap_negatives, composition, label_candidates, mining_detection_config,
+    recall_counts, recall_summary, weights_fingerprint)
 from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, SampleSet
 
 BANDS = smp.Bands.from_config(load_config(None).sampling)
@@ -50,6 +52,29 @@ def test_recall_counts_usable_faces_only():
     assert recall_counts(np.zeros((0, 4)), faces, usable)["covered_0.4"] == 0
     summary = recall_summary({"images": 2, **counts}, "rnet")
     assert summary["earlier_stages"] == "P" and summary["recall_at_0.65"] == 0.5 and summary["candidates_per_image"] == 1
+
+
+def test_negatives_are_capped_per_image_hardest_first():
+    labels = np.array([LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_NEGATIVE, LABEL_NEGATIVE, LABEL_PART, LABEL_NEGATIVE])
+    # Candidates come best-scored first: the first two negatives are the hardest and stay.
+    assert cap_negatives(labels, 2).tolist() == [True, True, True, False, True, False]
+    assert cap_negatives(labels, 0).all()  # 0: no cap
+
+
+def test_composition_counts_detections_and_top_up_per_type():
+    labels = np.array([LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_POSITIVE, LABEL_PART, -2], np.int8)
+    origin = np.array([ORIGIN_DETECTION, ORIGIN_DETECTION, ORIGIN_TOP_UP, ORIGIN_TOP_UP, ORIGIN_TOP_UP])
+    assert composition(labels, origin) == {"negative": {"detections": 1, "top_up": 0},
+                                           "positive": {"detections": 1, "top_up": 1},
+                                           "part": {"detections": 0, "top_up": 1}}
+
+
+def test_mining_runs_the_earlier_stages_at_the_mining_thresholds():
+    cfg = load_config(None, ["sampling.mining_thresholds=[0.2,0.3]"])
+    assert mining_detection_config(cfg).thresholds == [0.2, 0.3, cfg.detection.thresholds[2]]
+    assert load_config(None).sampling.mining_thresholds == [0.3, 0.1]  # the reference trainers'
+    assert mining_detection_config(load_config(None, ["sampling.mining_thresholds=[]"])).thresholds == \
+        load_config(None).detection.thresholds
 
 
 def test_mining_needs_the_earlier_stages(tmp_path):
@@ -94,6 +119,10 @@ def test_mined_sets_are_labelled_resumable_and_worker_independent(tmp_path, cli_
     manifest = json.loads((outs[("rnet", 1)] / "manifest.json").read_text())
     assert manifest["stage"] == "rnet" and manifest["mining"]["earlier_stages"] == "P"
     assert manifest["mining"]["candidates_per_image"] > 0
+    # The paper's rule by default: every detection sample came from the earlier stage's detections.
+    mined = manifest["mining"]["composition"]
+    assert all(mined[t]["top_up"] == 0 and mined[t]["detections"] == manifest["counts"][t]
+               for t in ("negative", "positive", "part"))
     o = SampleSet.open(outs[("onet", 1)])
     assert o.crop_size == 48 and all(o.counts()[t] > 0 for t in ("negative", "positive", "part", "landmark"))
     # Same seed, 1 or 2 workers: byte-identical shards.
@@ -116,6 +145,18 @@ def test_mined_sets_are_labelled_resumable_and_worker_independent(tmp_path, cli_
             assert best > 0.65
         else:
             assert 0.4 <= best <= 0.65
+    # The explicit top-up: random crops around the faces join the mined ones, and the manifest
+    # and the log say how many of each type came from detections.
+    topped = tmp_path / "rnet-topped"
+    result = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", topped, "--quiet", *sets,
+                        "--set", "sampling.mining_base_crops=true")
+    assert result.returncode == 0, result.stderr
+    assert "from detections:" in result.stdout and "top-up" in result.stdout
+    topped_manifest = json.loads((topped / "manifest.json").read_text())
+    parts = topped_manifest["mining"]["composition"]
+    assert sum(p["top_up"] for p in parts.values()) > 0
+    assert all(parts[t]["detections"] + parts[t]["top_up"] == topped_manifest["counts"][t]
+               for t in ("negative", "positive", "part"))
     # Rerunning the finished command is a no-op that says so.
     again = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", outs[("rnet", 1)], "--quiet", *sets)
     assert again.returncode == 0 and "already complete" in again.stdout

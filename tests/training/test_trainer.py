@@ -121,6 +121,29 @@ def test_best_by_last_keeps_the_final_epoch(tmp_path, pnet_samples):
     assert all(torch.equal(weights["model"][k], v) for k, v in last["model"].items())
 
 
+def test_best_by_detection_keeps_the_epoch_the_scorer_ranks_highest(tmp_path, pnet_samples):
+    scores = iter([0.4, 0.7, 0.5])
+    seen_weights = []
+
+    def scorer(net):
+        assert not net.training  # measured like the detector runs it
+        seen_weights.append(net.conv1.weight.detach().clone())
+        return {"recall@0.65": 0.9, "score": next(scores)}
+
+    result = train_stage("pnet", tiny_config("pnet", epochs=3, best_by="detection"), [pnet_samples], tmp_path / "out",
+                         epoch_scorer=scorer)
+    assert result["best_epoch"] == 2 and result["best_detection"]["score"] == 0.7
+    weights = torch.load(tmp_path / "out" / "pnet.pt", weights_only=True)
+    assert weights["epoch"] == 2 and torch.equal(weights["model"]["conv1.weight"], seen_weights[1])
+    assert weights["window_rule"] == "exact"  # our crops are exact pixel-edge squares
+    records = [json.loads(line) for line in (tmp_path / "out" / "pnet" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["detection"]["score"] for r in records] == [0.4, 0.7, 0.5]
+    assert trainer.selection_score("detection", {"loss": 0.3, "detection": {"score": 0.8}}, 1) == -0.8
+    # Without a scorer there is nothing to rank by: one clear line, before any training.
+    with pytest.raises(UserError, match="best_by: detection needs the held-out WIDER images"):
+        train_stage("pnet", tiny_config("pnet", epochs=1, best_by="detection"), [pnet_samples], tmp_path / "other")
+
+
 def test_an_unfinished_stage_needs_resume_or_force(tmp_path, pnet_samples):
     (tmp_path / "out" / "pnet").mkdir(parents=True)
     (tmp_path / "out" / "pnet" / "last.pt").write_bytes(b"x")
