@@ -34,7 +34,7 @@ def _given(**options) -> list[str]:
 @click.option("--images", type=_DIR, help="Folder holding NAME.jpg for each listed image (official -i).")
 @click.option("--ellipse", is_flag=True, help="--detections holds ellipses 'major minor angle cx cy score'.")
 @click.option("--compare", multiple=True, type=_FILE, metavar="DISCROC",
-              help="Other DiscROC files to draw on the plot (--compare A.txt B.txt ...).")
+              help="Other runs' DiscROC files to draw on the same ROC plot (--compare A.txt B.txt ...).")
 @click.argument("more_compare", nargs=-1, type=_FILE, metavar="")
 @click.option("--matching", type=click.Choice(["official", "optimal"]), default="official", show_default=True,
               help="Face-detection matching. official: the published evaluate program's Hungarian solver, "
@@ -68,7 +68,7 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
         return
     if weights is None:
         raise UserError("give --weights RUN_DIR (detect and score) or --detections FILE (score a file)")
-    clash = _given(annotations=annotations, image_list=image_list, images=images, ellipse=ellipse, compare=compare)
+    clash = _given(annotations=annotations, image_list=image_list, images=images, ellipse=ellipse)
     if clash:
         raise UserError(f"{', '.join(clash)} belong to --detections; with --weights use --fddb-root")
     root = fddb_root or cfg.resolve_path(cfg.data.fddb_root)
@@ -76,7 +76,7 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
         raise UserError("--weights needs --fddb-root (or data.fddb_root in the config)")
     out = prepare_output_dir(out, force=False)
     fddb.evaluate_fddb_run(weights, root, out, cfg, folds=folds, box_to_ellipse=box_to_ellipse, echo=click.echo,
-                           matching=matching)
+                           matching=matching, compare=list(compare) + list(more_compare))
 
 
 @eval_group.command("wider")

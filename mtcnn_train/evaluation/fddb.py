@@ -809,7 +809,8 @@ def detect_images(cascade: Any, items: Sequence[tuple[str, Path]], batch_size: i
 
 def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: str | Path, cfg: Any,
                                 box_to_ellipse: bool | None = None, fingerprint: dict[str, Any] | None = None,
-                                echo=print, matching: str = "official") -> dict[str, FddbResult]:
+                                echo=print, matching: str = "official",
+                                compare: Sequence[Path] = ()) -> dict[str, FddbResult]:
     """Detect faces in FDDB images, write the official detection file, score it, write a report.
 
     ``records`` are FaceRecords with ``.name``, ``.image_path`` and ``.ellipses``.  Writes into
@@ -819,7 +820,8 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     (:func:`mtcnn_train.geometry.box_to_ellipse`).  Returns ``{"rectangles": result[,
     "box_to_ellipse": result]}``.  Rerunning after an interruption continues from the images
     already detected with the same detector (``fingerprint``).  ``matching`` is ``"official"``
-    or ``"optimal"`` (see :func:`score_fddb`).
+    or ``"optimal"`` (see :func:`score_fddb`).  ``compare``: DiscROC files of other runs drawn on
+    the rectangle plot.
     """
     from mtcnn_train.geometry import box_to_ellipse as to_ellipse
 
@@ -846,7 +848,7 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     results = {"rectangles": score_fddb(annotations, written, sizes, overlap=ev.fddb_overlap, progress=True,
                                         matching=matching)}
     write_result(out_dir, results["rectangles"], fp_points, extra)
-    _plot(out_dir, results["rectangles"], "rectangles")
+    _plot(out_dir, results["rectangles"], "rectangles", compare)
     echo(describe(results["rectangles"], fp_points, "FDDB (rectangles, official scoring)"))
     if use_ellipses:
         sub = out_dir / "box_to_ellipse"
@@ -895,7 +897,7 @@ def parse_folds(text: str | Sequence[int] | None) -> list[int]:
 
 def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str | Path, cfg: Any,
                       folds: str | Sequence[int] | None = None, box_to_ellipse: bool | None = None,
-                      echo=print, matching: str = "official") -> dict[str, FddbResult]:
+                      echo=print, matching: str = "official", compare: Sequence[Path] = ()) -> dict[str, FddbResult]:
     """``eval fddb --weights``: load the cascade from a run folder, read the folds, evaluate."""
     check_matching(matching)
     from mtcnn_train.datasets.fddb import read_fddb
@@ -908,4 +910,4 @@ def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str |
     cascade = Cascade.from_run_dir(weights, cfg.detection, device=cfg.detection.device)
     return evaluate_fddb_with_detector(cascade, records, out_dir, cfg, box_to_ellipse=box_to_ellipse,
                                        fingerprint=detector_fingerprint(weights, cfg.detection), echo=echo,
-                                       matching=matching)
+                                       matching=matching, compare=compare)

@@ -58,8 +58,9 @@ def weights(tmp_path_factory):
     """(run folder with pnet.pt, rnet.pt, onet.pt; folder with their ONNX export)."""
     run = tmp_path_factory.mktemp("run")
     for stage, net in zip(STAGES, make_random_nets(0)):
+        # As the trainer writes them: our P-Net decodes with the exact window rule.
         save_checkpoint(run / f"{stage}.pt", {"stage": stage, "model": net.state_dict(), "config": {},
-                                              "metrics": {}, "epoch": 0})
+                                              "metrics": {}, "epoch": 0, "window_rule": "exact"})
     onnx_dir = tmp_path_factory.mktemp("onnx")
     export_models(run, "onnx", onnx_dir)
     return run, onnx_dir
@@ -109,6 +110,12 @@ def _compare_every_stage(cascades, images: list[np.ndarray]) -> dict[str, int]:
     assert min(counts.values()) >= MIN_BOXES, counts
     assert counts["pnet"] > counts["rnet"] > counts["onet"], counts
     return counts
+
+
+def test_the_window_rule_travels_with_the_export(cascades, weights):
+    torch_cascade, onnx_cascade = cascades
+    assert torch_cascade.pnet_window == onnx_cascade.pnet_window == "exact"
+    assert json.loads((weights[1] / "export.json").read_text())["pnet_window"] == "exact"
 
 
 def test_onnx_cascade_matches_torch_on_synthetic_images(cascades):

@@ -1,0 +1,87 @@
+"""Stage diagnostics: recall per stage, candidate budgets, the measure that picks checkpoints."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mtcnn_train.config import DetectionConfig
+from mtcnn_train.datasets.records import FaceRecord
+from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.evaluation.stages import (
+    CANDIDATE_BUDGETS, SELECTION_BUDGET, StageFigures, add_image, counted_faces, detection_measure, stage_figures,
+    write_report)
+from tests.random_nets import make_random_nets
+
+
+def _record(boxes):
+    return FaceRecord(image_path="img.jpg", boxes=np.asarray(boxes, np.float32), name="e/img.jpg")
+
+
+def test_only_valid_faces_at_least_the_minimum_size_count():
+    boxes = np.array([[0, 0, 30, 40], [0, 0, 19, 50], [10, 10, 40, 40]], float)
+    kept = counted_faces(boxes, np.array([True, True, False]), min_face_size=20)
+    np.testing.assert_array_equal(kept, boxes[:1])  # too narrow, and invalid, are left out
+
+
+def test_recall_at_each_iou_and_candidate_budget():
+    faces = np.array([[0, 0, 100, 100], [200, 200, 300, 300]], float)
+    # Best first: a poor box on face 0 (IoU 0.6), then 30 misses, then an exact box on face 1.
+    candidates = np.concatenate([[[0, 0, 100, 60]], np.tile([[500, 500, 520, 520]], (30, 1)), [[200, 200, 300, 300]]])
+    figures = StageFigures()
+    add_image(figures, faces, candidates)
+    assert figures.faces == 2 and figures.candidates == 32
+    assert figures.recall(0.5) == 1.0 and figures.recall(0.65) == 0.5
+    # Face 1 is found only by the 32nd candidate: not within 10 or 25, within 50 and more.
+    assert [figures.recall_at_budget(k) for k in CANDIDATE_BUDGETS] == [0, 0, 0.5, 0.5, 0.5, 0.5, 0.5]
+    add_image(figures, faces, np.zeros((0, 4)))  # an image where the stage found nothing
+    assert figures.faces == 4 and figures.images == 2 and figures.recall(0.5) == 0.5
+
+
+def test_detection_measure_ranks_pnet_by_budgeted_recall_and_onet_by_ap():
+    figures = StageFigures()
+    add_image(figures, np.array([[0, 0, 100, 100]], float), np.array([[0, 0, 100, 100]], float))
+    budget = SELECTION_BUDGET["pnet"]
+    assert detection_measure("pnet", {"pnet": figures})["score"] == figures.recall_at_budget(budget) == 1.0
+    figures.ap = 0.42
+    assert detection_measure("onet", {"onet": figures})["score"] == 0.42
+
+
+def test_stage_figures_follow_the_cascade_outputs():
+    records = [_record([[10, 10, 50, 50], [100, 100, 140, 140]])]
+    per_image = [{
+        "pnet": Detections(np.array([[10, 10, 50, 50], [100, 100, 140, 140], [0, 0, 5, 5]], np.float32),
+                           np.array([0.9, 0.8, 0.7], np.float32)),
+        "rnet": Detections(np.array([[10, 10, 50, 50]], np.float32), np.array([0.95], np.float32)),
+    }]
+    figures = stage_figures(records, per_image, min_face_size=20)
+    assert figures["pnet"].recall(0.65) == 1.0 and figures["rnet"].recall(0.65) == 0.5
+    assert figures["pnet"].candidates == 3 and figures["rnet"].candidates == 1
+    # AP by the WIDER protocol: P finds both faces first, R only one.
+    assert figures["pnet"].ap == pytest.approx(1.0) and figures["rnet"].ap < figures["pnet"].ap
+
+
+def test_detect_stages_matches_detect_stopped_at_each_stage():
+    pnet, rnet, onet = make_random_nets(seed=5)
+    cfg = DetectionConfig(min_face_size=20, thresholds=[0.3, 0.3, 0.3])
+    cascade = Cascade(pnet, rnet, onet, cfg=cfg, device="cpu")
+    image = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    stages = cascade.detect_stages(image)
+    assert set(stages) == {"pnet", "rnet", "onet"}
+    assert len(stages["pnet"]) > len(stages["rnet"]) > 0  # a real test: every stage has candidates
+    for stage, found in stages.items():
+        alone = cascade.detect(image, stages=stage)
+        np.testing.assert_array_equal(found.boxes, alone.boxes)
+        np.testing.assert_array_equal(found.scores, alone.scores)
+
+
+def test_report_files(tmp_path):
+    figures = StageFigures()
+    add_image(figures, np.array([[0, 0, 100, 100]], float), np.array([[0, 0, 100, 100]], float))
+    figures.ap = 0.5
+    table = write_report(tmp_path, {"ours": {"pnet": figures}, "published": {"pnet": figures}})
+    assert "published" in table and "P " in table
+    data = json.loads((tmp_path / "stages.json").read_text())
+    assert data["ours"]["P"]["recall@0.65"] == 1.0 and data["ours"]["P"]["ap"] == 0.5
+    assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
