@@ -39,7 +39,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise UserError(f"{path}: not a valid mtcnn-train checkpoint ({_load_failure(exc)})") from None
+        raise UserError(f"{path}: not a valid mtcnn-train checkpoint ({torch_load_failure(exc)})") from None
     if not isinstance(payload, dict) or "model" not in payload or "stage" not in payload:
         raise UserError(f"{path}: not an mtcnn-train checkpoint (no 'model' and 'stage' entries)")
     return payload
@@ -52,7 +52,7 @@ def checkpoint_window_rule(path: str | Path) -> str:
     return str(load_checkpoint(path).get("window_rule", "reference"))
 
 
-def _load_failure(exc: BaseException) -> str:
+def torch_load_failure(exc: BaseException) -> str:
     """Why ``torch.load`` refused a file, in one line.
 
     torch's refusal of pickled objects opens with a paragraph about ``weights_only`` and states

@@ -33,8 +33,13 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
             raise UserError(f"{self.folder}: exists and is not a folder") from None
+        except OSError as exc:
+            raise UserError(f"{self.folder}: cannot create the output folder ({exc.strerror or exc})") from None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise UserError(f"{self.folder}: cannot write into the output folder ({exc.strerror or exc})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

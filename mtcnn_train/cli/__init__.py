@@ -49,6 +49,19 @@ def expected_failure(exc: BaseException) -> str | None:
     return None
 
 
+def _close_progress_bars() -> None:
+    """End the progress bars a failed command left open, so its error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        bar.close()
+
+
+def _fail(message: object) -> None:
+    _close_progress_bars()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _run(argv)
@@ -61,8 +74,7 @@ def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="mtcnn-train", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(exc)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -78,5 +90,4 @@ def _run(argv: list[str] | None) -> None:
         message = expected_failure(exc)
         if message is None:
             raise
-        click.echo(f"error: {UserError(message)}", err=True)
-        sys.exit(2)
+        _fail(UserError(message))

@@ -784,9 +784,12 @@ class DetectionLog:
     def append(self, batch: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> None:
         text = "".join(json.dumps({"name": n, "size": list(size), "rows": rows.tolist()}) + "\n"
                        for n, (rows, size) in batch.items())
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+        except OSError as exc:  # a write error names no file; say which (load() drops a torn last line)
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
         fault_point()
 
     def finish(self) -> None:

@@ -57,6 +57,7 @@ from mtcnn_train.io import fault_point, load_image, remove_stale_temp_files
 from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.shards import (
     ARRAY_DTYPES,
+    CONTACT_SHEET,
     LABEL_LANDMARK,
     LABEL_NAMES,
     MANIFEST,
@@ -853,6 +854,7 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
                               "composition": composition(labels[chosen], origin[chosen])}
     # An older set in the folder stops being a set before any of its shards is replaced.
     (out / MANIFEST).unlink(missing_ok=True)
+    (out / CONTACT_SHEET).unlink(missing_ok=True)  # drawn from the older set
     save_config(cfg, out / "config.yaml")
     written = write_sample_set(out, arrays, manifest, shard_size=s.shard_size)
     keep = {entry["stem"] for entry in written["shards"]}

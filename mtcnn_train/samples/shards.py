@@ -343,9 +343,11 @@ class SampleSet:
         return self.shards[start:start + len(self.manifests[manifest_index]["shards"])]
 
 
+#: The contact sheet ``samples inspect`` draws into a sample folder.
+CONTACT_SHEET = "contact_sheet.png"
 #: Files that describe the sample set in their folder (beside its shards and manifest): the
 #: config that made it (gen-samples), its contact sheet (samples inspect) and gen-samples' work folder.
-SET_COMPANIONS = ("config.yaml", "contact_sheet.png", ".work")
+SET_COMPANIONS = ("config.yaml", CONTACT_SHEET, ".work")
 
 
 def remove_set_companions(directory: Path) -> None:
