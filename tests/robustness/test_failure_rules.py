@@ -563,6 +563,7 @@ def writing_commands(world: Path, out: Path) -> list[list[str]]:
          "--image-list", fold / "FDDB-fold-01.txt", "--images", syn / "fddb" / "originalPics", "--out", out],
         ["eval", "wider", "--weights", run, "--wider-root", syn / "wider", "--out", out, *FAST_DETECTION],
         ["eval", "landmarks", "--weights", run, "--annotations", landmarks, "--out", out, "--quiet", *FAST_DETECTION],
+        ["eval", "stages", "--weights", run, "--config", config, "--out", out, "--quiet", *FAST_DETECTION],
         ["demo", "--out", out, "--images", "8", "--quiet"],
         ["pipeline", "--out", out, "--config", config, "--stages", "pnet", "--no-eval", "--quiet"],
     ]
