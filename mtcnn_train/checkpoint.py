@@ -39,8 +39,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise UserError(f"{path}: not a valid mtcnn-train checkpoint ({first[:200]})") from None
+        raise UserError(f"{path}: not a valid mtcnn-train checkpoint ({torch_load_failure(exc)})") from None
     if not isinstance(payload, dict) or "model" not in payload or "stage" not in payload:
         raise UserError(f"{path}: not an mtcnn-train checkpoint (no 'model' and 'stage' entries)")
     return payload
@@ -51,6 +50,36 @@ def checkpoint_window_rule(path: str | Path) -> str:
     (:data:`mtcnn_train.detector.WINDOW_RULES`).  The trainer records ``exact``; checkpoints without
     the entry (imported published weights, and runs older than the entry) use ``reference``."""
     return str(load_checkpoint(path).get("window_rule", "reference"))
+
+
+def torch_load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in one line.
+
+    torch's refusal of pickled objects opens with a paragraph about ``weights_only`` and states
+    the reason (the object it would not load) further down; keep that reason.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return exc.__class__.__name__
+    if lines[0].startswith("Weights only load failed"):
+        reasons = [line for line in lines[1:] if not line.startswith("Check the documentation")
+                   and not line.startswith("Please file an issue")]
+        reason = reasons[0] if reasons else "it holds objects other than tensors and plain values"
+        return f"refused to load Python objects that could run code: {reason[:300]}"
+    return lines[0][:300]
+
+
+def check_state_dict(state: Any, path: str | Path, stage: str) -> None:
+    """The ``model`` entry must map parameter names to finite tensors: anything else is a damaged
+    or foreign file, and NaN or infinite weights (a diverged training) would find no faces."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError(f"{path}: the 'model' entry is not {stage} weights (expected a mapping of names to "
+                        f"tensors, got {type(state).__name__})")
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: {bad[0]}); "
+                        "the training that wrote them diverged")
 
 
 def stage_weights_path(run_dir: str | Path, stage: str) -> Path:
@@ -65,6 +94,7 @@ def load_stage_net(run_dir_or_file: str | Path, stage: str, device: str | torch.
     payload = load_checkpoint(path)
     if payload["stage"] != stage:
         raise UserError(f"{path}: holds {payload['stage']} weights, expected {stage}")
+    check_state_dict(payload["model"], path, stage)
     net = build_net(stage)
     try:
         net.load_state_dict(payload["model"])

@@ -9,6 +9,7 @@ naming the file, the line and the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,18 +267,49 @@ class _Locations:
         return f"{self.source}:{line}" if line else self.source
 
 
+class _PlainNumbersLoader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except numbers: only plain decimals are numbers.
+
+    PyYAML takes ``0x10`` for 16, ``010`` for 8, ``0b11`` for 3, ``1_000`` for 1000 and ``1:30``
+    for 90, so a typo or a value meant as text silently becomes another number.  Here those stay
+    text (refused where the key wants a number, kept where it wants text), and ``1e-3``, which
+    PyYAML leaves as text, is the number it looks like.
+    """
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_PlainNumbersLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_PlainNumbersLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_PlainNumbersLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
 def _record_lines(node: yaml.Node, prefix: str, locations: _Locations) -> None:
+    """Note the line of every key; a key written twice in one mapping is an error naming both
+    lines (YAML loaders silently keep the last one)."""
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = f"{prefix}{key_node.value}"
-            locations.lines[key] = key_node.start_mark.line + 1
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                raise ConfigError(f"{locations.source}:{line}: key '{key}' is set twice (also on line "
+                                  f"{seen[key_node.value]}); keep one")
+            seen[key_node.value] = line
+            locations.lines[key] = line
             _record_lines(value_node, key + ".", locations)
 
 
 def _parse_yaml(text: str, source: str, locations: _Locations) -> dict[str, Any]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_PlainNumbersLoader)
+        data = yaml.load(text, Loader=_PlainNumbersLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -461,7 +493,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or "." not in key:
         raise ConfigError(f"--set {text}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_PlainNumbersLoader) if raw.strip() else ""  # noqa: S506 - safe subclass
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -11,10 +11,17 @@ The library side of ``mtcnn-train detect``::
 ``backend='onnx'`` runs the nets in onnxruntime on the CPU (:meth:`Cascade.from_onnx_dir`), from
 ``pnet.onnx`` etc. in the weights folder, or exported there first from its ``pnet.pt`` etc.
 
-Unreadable images and videos are counted and listed under ``skipped``; they never stop the run.
+Unreadable images and videos are counted and listed under ``skipped``; they never stop the run,
+but a run that could read none of its inputs fails.  A video whose frames stop decoding before
+the end keeps the frames that did decode and is listed under ``skipped`` too.
+
+Outputs never replace inputs or files of the user's: an output folder that holds one of the
+inputs is refused, and so is a run that would write over a file an earlier ``detect`` did not
+write (what an earlier run wrote is listed in its ``detections.json``).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -30,6 +37,7 @@ from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
 
 BACKENDS = ("torch", "onnx")
+SUMMARY_FILE = "detections.json"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
@@ -63,7 +71,7 @@ def collect_inputs(paths: Sequence[str | Path], exclude: Path | None = None) -> 
     ``-2``, ``-3``.  Files under ``exclude`` (the output folder) are left out.
     """
     found: list[_Input] = []
-    taken: set[str] = set()
+    taken: set[str] = {Path(SUMMARY_FILE).stem}  # an image named so would write over the summary
 
     def add(path: Path, name: str) -> None:
         suffix = path.suffix.lower()
@@ -89,6 +97,55 @@ def collect_inputs(paths: Sequence[str | Path], exclude: Path | None = None) -> 
         else:
             raise UserError(f"{path}: no such file or folder")
     return found
+
+
+def refuse_inputs_inside(paths: Sequence[str | Path], out_dir: Path) -> None:
+    """An output folder that holds an input (or is one) would get annotated copies written over
+    the user's files: refuse it before anything is read or written."""
+    out = out_dir.resolve()
+    for raw in paths:
+        path = Path(raw).resolve()
+        if path == out or out in path.parents:
+            raise UserError(f"{out_dir}: holds the input {raw}; detect writes its annotated copies there, so "
+                            "choose an --out folder that holds no input")
+
+
+def _earlier_outputs(out_dir: Path) -> set[str]:
+    """The files (relative to ``out_dir``) that an earlier detect wrote there, from its summary."""
+    summary = out_dir / SUMMARY_FILE
+    if not summary.exists():
+        return set()
+    try:
+        record = json.loads(summary.read_text(encoding="utf-8"))
+        entries = list(record["images"]) + list(record["videos"])
+    except (OSError, ValueError, TypeError, KeyError):
+        raise UserError(f"{summary}: exists and is not the summary of an earlier detect; move it or choose "
+                        "another --out") from None
+    owned = {SUMMARY_FILE}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for key in ("annotated", "json"):
+            if isinstance(entry.get(key), str):
+                owned.add(entry[key])
+        if isinstance(entry.get("annotated"), str):  # per-image JSON beside it (summaries without "json")
+            owned.add(str(Path(entry["annotated"]).with_suffix(".json")))
+    return owned
+
+
+def refuse_foreign_outputs(inputs: Sequence[_Input], out_dir: Path, annotate: bool, per_image_json: bool) -> None:
+    """Every file this run will write either does not exist yet or was written by an earlier detect."""
+    planned = []
+    for item in inputs:
+        if annotate:
+            planned.append(f"{item.name}.{'mp4' if item.kind == 'video' else 'jpg'}")
+        if per_image_json and item.kind == "image":
+            planned.append(f"{item.name}.json")
+    owned = _earlier_outputs(out_dir)
+    for name in planned:
+        if name not in owned and (out_dir / name).exists():
+            raise UserError(f"{out_dir / name}: exists and was not written by detect; this run would replace it, "
+                            "so move it or choose another --out")
 
 
 def faces_json(dets: Detections) -> list[dict]:
@@ -157,6 +214,10 @@ def _detect_frames(cascade: Cascade, capture: cv2.VideoCapture, item: _Input, la
             writer.release()
     if not record["frames"]:
         raise ImageError(f"{item.path}: no readable frames")
+    # The container's frame count is exact for most files and an estimate from the duration for
+    # some, so a frame or two (2%) short is not a failure; more is a video that stopped decoding.
+    if total and total - len(record["frames"]) > max(1, total // 50):
+        record["undecoded"] = f"{item.path}: only {len(record['frames'])} of {total} frames decoded"
 
 
 def _detect_video(cascade: Cascade, item: _Input, out_dir: Path, last: str, annotate: bool) -> dict:
@@ -225,10 +286,12 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
         hint = f"; pass --stages {STAGES[STAGES.index(stage) - 1]} to stop before it" if stage != "pnet" else ""
         also = f" (nor {stage}.{'onnx' if suffix == 'pt' else 'pt'})" if backend == "onnx" else ""
         raise UserError(f"{weights}: no {missing[0]}{also}{hint}")
+    refuse_inputs_inside(paths, out_dir)
     inputs = collect_inputs(paths, exclude=out_dir)
     if not inputs:
         raise UserError(f"no images or videos found in {', '.join(map(str, paths))}")
-    summary = DetectSummary(output=out_dir / "detections.json", backend=backend)
+    refuse_foreign_outputs(inputs, out_dir, annotate, per_image_json)
+    summary = DetectSummary(output=out_dir / SUMMARY_FILE, backend=backend)
     if backend == "onnx":
         cascade = _onnx_cascade(weights, out_dir, cfg, wanted, summary, echo)
     else:
@@ -239,6 +302,8 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
         try:
             if item.kind == "video":
                 record = _detect_video(cascade, item, out_dir, last, annotate)
+                if "undecoded" in record:
+                    summary.skipped.append({"file": str(item.path), "error": record.pop("undecoded")})
                 videos.append(record)
                 summary.videos += 1
                 summary.frames += len(record["frames"])
@@ -255,10 +320,13 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
             save_image(out_dir / f"{item.name}.jpg", draw_detections(image, dets))
             record["annotated"] = f"{item.name}.jpg"
         if per_image_json:
-            atomic_write_json(out_dir / f"{item.name}.json", record)
+            record["json"] = f"{item.name}.json"
+            atomic_write_json(out_dir / record["json"], record)
         images.append(record)
         summary.images += 1
         summary.faces += len(dets)
+    if not images and not videos:
+        raise UserError(f"none of the {len(inputs)} input(s) could be read; first: {summary.skipped[0]['error']}")
     atomic_write_json(summary.output, {
         "weights": str(weights),
         "backend": backend,

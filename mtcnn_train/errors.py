@@ -23,6 +23,13 @@ def at(path: str | Path, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed file operation: the path(s) and the system's reason (errno text)."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
 class AnnotationError(UserError):
     """A malformed annotation file; names the file and the 1-based line."""
 

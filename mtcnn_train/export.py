@@ -34,8 +34,8 @@ threads (0: its default, one per physical core); torch's own threads are set wit
 """
 from __future__ import annotations
 
+import io
 import json
-
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ import torch
 from mtcnn_train.checkpoint import load_checkpoint, load_stage_net, stage_weights_path
 from mtcnn_train.config import STAGE_SIZE, STAGES
 from mtcnn_train.errors import UserError
-from mtcnn_train.io import atomic_path, atomic_write_json
+from mtcnn_train.io import atomic_write_bytes, atomic_write_json
 
 ONNX_OPSET = 17
 INPUT_NAME = "image"
@@ -68,18 +68,22 @@ def _export_onnx(net: torch.nn.Module, stage: str, path: Path) -> None:
     size = STAGE_SIZE[stage]
     # P-Net is traced at a non-square size so no axis is specialised to a constant by accident.
     example = torch.zeros(2, 3, size + 10 if stage == "pnet" else size, size + 22 if stage == "pnet" else size)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    # Exported to memory, then written by our atomic writer: torch's own file writer aborts the
+    # process on a full disk (a C++ error, exit 134) and leaves its temp file behind.
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
         # onnxscript; these conv nets export exactly with the classic path and no extra package.
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        torch.onnx.export(net, (example,), buffer, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=_dynamic_axes(stage), opset_version=ONNX_OPSET, dynamo=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _export_torchscript(net: torch.nn.Module, path: Path) -> None:
-    scripted = torch.jit.script(net)
-    with atomic_path(path) as tmp:
-        scripted.save(str(tmp))
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(net), buffer)  # to memory first, as _export_onnx
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:

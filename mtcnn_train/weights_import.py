@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mtcnn_train.checkpoint import save_checkpoint, stage_weights_path
+from mtcnn_train.checkpoint import save_checkpoint, stage_weights_path, torch_load_failure
 from mtcnn_train.config import STAGES, Config
 from mtcnn_train.errors import UserError
 from mtcnn_train.nets import build_net
@@ -110,8 +110,7 @@ def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path) -
         try:
             theirs = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-            raise UserError(f"{path}: cannot read as a state dict ({first[:200]})") from None
+            raise UserError(f"{path}: cannot read as a state dict ({torch_load_failure(exc)})") from None
         if not isinstance(theirs, dict):
             raise UserError(f"{path}: expected a state dict, got {type(theirs).__name__}")
         model, untrained = convert_facenet_state_dict(stage, theirs, source=str(path))

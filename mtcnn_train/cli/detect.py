@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config
+from mtcnn_train.cli.common import config_options, get_config, lock_output_dir
 from mtcnn_train.config import STAGES
 
 
@@ -32,6 +32,7 @@ def detect(paths, weights, out, last_stage, device, backend, per_image_json, no_
     from mtcnn_train.detect_files import detect_paths
 
     cfg = get_config(config_path, overrides)
+    lock_output_dir(out)
     summary = detect_paths(paths, weights, out, cfg.detection, last_stage=last_stage, per_image_json=per_image_json,
                            annotate=not no_annotate, device=device or cfg.detection.device, backend=backend,
                            echo=click.echo)
@@ -58,5 +59,6 @@ def import_weights(source, path, out) -> None:
     """
     from mtcnn_train.weights_import import import_facenet_weights
 
+    lock_output_dir(out)
     written = import_facenet_weights(path, out)
     click.echo(f"wrote {', '.join(str(p) for p in written)}")

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
+from mtcnn_train.cli.common import lock_output_dir
 
 
 @cli.command("export")
@@ -17,6 +18,7 @@ def export(weights: Path, fmt: str, out: Path) -> None:
     """Export the nets: P-Net with dynamic batch, height and width; R-Net and O-Net with dynamic batch."""
     from mtcnn_train.export import export_models
 
+    lock_output_dir(out)
     record = export_models(weights, fmt, out)
     for stage, model in record["models"].items():
         click.echo(f"{stage}: {out / model['file']}  (dynamic: {', '.join(model['dynamic'])})")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config
+from mtcnn_train.cli.common import config_options, get_config, lock_output_dir
 
 
 @cli.command("demo")
@@ -26,6 +26,7 @@ def demo(out: Path, images: int, seed: int, quiet: bool, config_path: Path | Non
     """
     from mtcnn_train.pipeline import run_demo
 
+    lock_output_dir(out)
     report = run_demo(out, images=images, seed=seed, overrides=overrides, config_path=config_path,
                       progress=not quiet, echo=click.echo)
     click.echo("")
@@ -51,6 +52,7 @@ def pipeline(out: Path, stages: str, evaluate: bool, quiet: bool, config_path: P
 
     cfg = get_config(config_path, overrides)
     chosen = STAGES[:STAGES.index(stages) + 1]
+    lock_output_dir(out)
     report = run_pipeline(cfg, out, stages=chosen, progress=not quiet, echo=click.echo)
     if evaluate:
         start = time.perf_counter()

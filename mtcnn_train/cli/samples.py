@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config, prepare_output_dir
+from mtcnn_train.cli.common import config_options, get_config, lock_output_dir, prepare_output_dir
 from mtcnn_train.errors import UserError
 
 
@@ -72,6 +72,10 @@ def inspect(directory: Path, out: Path | None, per_type: int, seed: int) -> None
     """Counts per type and a contact sheet of random crops with their targets drawn on."""
     from mtcnn_train.samples.inspect import inspect_sample_set
 
+    if out is not None:
+        lock_output_dir(out.parent)
+    elif directory.is_dir():  # a missing folder is reported by inspect_sample_set, never created
+        lock_output_dir(directory)
     click.echo(inspect_sample_set(directory, out, per_type=per_type, seed=seed).summary())
 
 
@@ -79,10 +83,12 @@ def inspect(directory: Path, out: Path | None, per_type: int, seed: int) -> None
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--shard-size", type=click.IntRange(min=1), default=100_000, show_default=True)
-def merge(out: Path, parts: tuple[Path, ...], shard_size: int) -> None:
+@click.option("--force", is_flag=True, help="Replace a finished sample set already in OUT.")
+def merge(out: Path, parts: tuple[Path, ...], shard_size: int, force: bool) -> None:
     """Join sample sets (e.g. the --num-shards parts made on several machines) into OUT."""
     from mtcnn_train.samples.shards import merge_sample_sets
 
-    manifest = merge_sample_sets(out, parts, shard_size=shard_size)
+    lock_output_dir(out)
+    manifest = merge_sample_sets(out, parts, shard_size=shard_size, force=force)
     counts = ", ".join(f"{name} {count}" for name, count in manifest["counts"].items())
     click.echo(f"samples merge: {manifest['num_samples']} samples ({counts}) from {len(parts)} sets into {out}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config
+from mtcnn_train.cli.common import config_options, get_config, lock_output_dir
 
 SIZES = {"pnet": 12, "rnet": 24, "onet": 48}
 
@@ -47,6 +47,7 @@ def _make_stage_command(stage: str) -> None:
         from mtcnn_train.training.trainer import train_stage
 
         cfg = get_config(config_path, overrides)
+        lock_output_dir(out)
         result = train_stage(stage, cfg, sample_dirs, out, resume=resume, init=init, force=force,
                              epoch_scorer=detection_scorer(stage, cfg, out))
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary

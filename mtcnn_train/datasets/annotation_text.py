@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError
 from mtcnn_train.io import resolve_inside
 
@@ -20,8 +22,15 @@ from mtcnn_train.io import resolve_inside
 MAX_COORDINATE = 1_000_000.0
 
 
+def _line_of(data: bytes, position: int) -> int:
+    """The 1-based line of byte ``position``, counting every line ending (LF, CR LF, lone CR)."""
+    head = data[:position]
+    return head.count(b"\n") + head.replace(b"\r\n", b"").count(b"\r") + 1
+
+
 def read_text_lines(path: str | Path) -> list[str]:
-    """The lines of an annotation file, without line endings (``\\n`` or ``\\r\\n``).
+    """The lines of an annotation file, without line endings (``\\n``, ``\\r\\n``, or a lone ``\\r``
+    as old Mac editors write).
 
     A missing file, a folder, unreadable bytes or binary content (not UTF-8, or NUL bytes) raise
     an :class:`AnnotationError` naming the file (and the line of the first bad byte).
@@ -39,16 +48,15 @@ def read_text_lines(path: str | Path) -> list[str]:
         data = data[3:]
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise AnnotationError(path, data.count(b"\n", 0, nul) + 1, "binary data (NUL byte); not a text file")
+        raise AnnotationError(path, _line_of(data, nul), "binary data (NUL byte); not a text file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise AnnotationError(path, line, "not UTF-8 text (binary file?)") from None
-    lines = text.split("\n")
+        raise AnnotationError(path, _line_of(data, exc.start), "not UTF-8 text (binary file?)") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
 def is_number(token: str) -> bool:
@@ -120,6 +128,25 @@ def location(source: str) -> tuple[str, int | None]:
     if path and line.isdigit():
         return path, int(line)
     return source, None
+
+
+def refuse_duplicate_images(records: Iterable[FaceRecord]) -> None:
+    """One image listed twice would be trained on twice, scored twice, or land in both the
+    training and the validation split: an :class:`AnnotationError` naming both lines.
+
+    Two entries are the same image when they resolve to the same file (``a/b.jpg`` and
+    ``a//b.jpg`` too); records from several files (FDDB folds) are checked together.
+    """
+    first: dict[str, str] = {}
+    for record in records:
+        key = str(record.image_path)
+        earlier = first.setdefault(key, record.source)
+        if earlier != record.source:
+            path, line = location(record.source)
+            earlier_path, earlier_line = location(earlier)
+            where = f"on line {earlier_line}" if earlier_path == path and earlier_line else f"at {earlier}"
+            raise AnnotationError(path, line, f"image {record.name or key!r} is listed twice (also {where}); "
+                                              "remove one of the entries")
 
 
 def format_number(value: float) -> str:

@@ -92,6 +92,8 @@ def check_dataset(fmt: str, path: str | Path, images_root: str | Path | None = N
     case the summary counts them.
     """
     records = read_dataset(fmt, path, images_root)
+    if not records:  # nothing to train or score on: a wrong file, or one cut off
+        raise UserError(f"{path}: the {fmt} annotations list no images")
     missing = [r for r in records if not Path(r.image_path).is_file()]
     if missing and not allow_missing:
         source, line = location(missing[0].source)

@@ -30,6 +30,7 @@ from mtcnn_train.datasets.annotation_text import (
     parse_count,
     parse_numbers,
     read_text_lines,
+    refuse_duplicate_images,
 )
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError
@@ -102,6 +103,7 @@ def read_fddb_fold(ellipse_file: str | Path, images_root: str | Path) -> list[Fa
         ellipse_array = np.array(ellipses, dtype=np.float64).reshape(-1, 5)
         records.append(FaceRecord(image_path=image_path, boxes=ellipse_to_box(ellipse_array),
                                   ellipses=ellipse_array, name=name, source=f"{path}:{name_line}"))
+    refuse_duplicate_images(records)
     return records
 
 
@@ -145,6 +147,7 @@ def read_fddb(fddb_root: str | Path, folds: Iterable[int] = FOLDS) -> list[FaceR
         if list_file.is_file():
             _check_fold_list(fold_records, list_file)
         records.extend(fold_records)
+    refuse_duplicate_images(records)  # within and across folds
     return records
 
 

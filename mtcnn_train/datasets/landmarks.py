@@ -45,6 +45,7 @@ from mtcnn_train.datasets.annotation_text import (
     parse_flag,
     parse_numbers,
     read_text_lines,
+    refuse_duplicate_images,
 )
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError, ImageError
@@ -345,6 +346,7 @@ def read_landmarks(list_file: str | Path, images_root: str | Path | None = None,
         records = _read_lfw_net(path, root)
     else:
         records = _read_mtfl(path, root, default_size)
+    refuse_duplicate_images(records)
     if derive_boxes:
         for record in records:
             record.boxes = box_from_landmarks(record.landmarks).astype(np.float32)

@@ -51,21 +51,23 @@ def split_train_val(records: Sequence[Record], fraction: float, seed: int) -> tu
 
     Within each event the held-out images are a seeded random choice that depends only on the
     seed, the event's name and the names of its images (not on the order of the list or on the
-    other events).  Both returned lists keep the input order.
+    other events).  Both returned lists keep the input order.  The choice is made per image
+    name, so records sharing a name (the readers refuse such lists, but a caller may join
+    several) always land on the same side.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must lie in [0, 1), got {fraction}")
-    groups: dict[str, list[int]] = {}
-    for index, record in enumerate(records):
-        groups.setdefault(record_group(record), []).append(index)
-    counts = _held_out_per_group({g: len(members) for g, members in groups.items()}, fraction)
-    held_out: set[int] = set()
-    for group, members in groups.items():
+    groups: dict[str, dict[str, None]] = {}  # event -> its image names, an ordered set
+    for record in records:
+        groups.setdefault(record_group(record), {})[record_key(record)] = None
+    counts = _held_out_per_group({g: len(names) for g, names in groups.items()}, fraction)
+    held_out: set[str] = set()
+    for group, names in groups.items():
         if counts[group] == 0:
             continue
-        by_name = sorted(members, key=lambda i: record_key(records[i]))
+        by_name = sorted(names)
         rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(group.encode("utf-8"))]))
         held_out.update(by_name[i] for i in rng.permutation(len(by_name))[:counts[group]])
-    train = [r for i, r in enumerate(records) if i not in held_out]
-    val = [r for i, r in enumerate(records) if i in held_out]
+    train = [r for r in records if record_key(r) not in held_out]
+    val = [r for r in records if record_key(r) in held_out]
     return train, val

@@ -30,6 +30,7 @@ from mtcnn_train.datasets.annotation_text import (
     parse_flag,
     parse_numbers,
     read_text_lines,
+    refuse_duplicate_images,
 )
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError
@@ -123,6 +124,7 @@ def read_wider(annotation_file: str | Path, images_root: str | Path) -> list[Fac
             name=name,
             source=f"{path}:{name_line}",
         ))
+    refuse_duplicate_images(records)
     return records
 
 

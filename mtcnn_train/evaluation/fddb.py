@@ -177,6 +177,11 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
     with ``ellipse=True``, ``(M, 6)`` ``major minor angle cx cy score``.  Blank lines between
     records are skipped; extra numbers after the expected ones on a detection line are ignored (as
     the official reader does).  Malformed records raise :class:`AnnotationError` with the line.
+
+    The two layouts are told apart, so that one is never scored as the other (ellipses read as
+    rectangles score a TPR near 0): rectangles may not have a negative width or height, and a
+    file whose every line holds exactly 6 numbers with an angle (within +-pi) third is taken for
+    ellipses and refused without ``ellipse=True``.
     """
     path = Path(path)
     try:
@@ -189,6 +194,8 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
     width = 6 if ellipse else 5
     layout = "major minor angle cx cy score" if ellipse else "left top width height score"
     out: dict[str, np.ndarray] = {}
+    ellipse_like: list[int] = []  # detection lines shaped like 'major minor angle cx cy score'
+    rows_read = 0
     i = 0
     while i < len(lines):
         name = lines[i].strip()
@@ -218,10 +225,20 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
             rows[k] = [_parse_finite(tok, path, i + 1, what) for tok, what in zip(fields[:width], layout.split())]
             if ellipse and (rows[k, 0] < 0 or rows[k, 1] < 0):
                 raise AnnotationError(path, i + 1, "ellipse radii must not be negative")
+            if not ellipse and (rows[k, 2] < 0 or rows[k, 3] < 0):
+                raise AnnotationError(path, i + 1, f"negative width or height in 'left top width height score' "
+                                                   f"({lines[i].strip()!r}); for ellipses pass --ellipse")
+            rows_read += 1
+            if not ellipse and len(fields) == 6 and abs(float(fields[2])) <= math.pi + 1e-3:
+                ellipse_like.append(i + 1)
             if np.abs(rows[k, :-1]).max() > _MAX_COORDINATE:
                 raise AnnotationError(path, i + 1, f"coordinates beyond +-{_MAX_COORDINATE:g} pixels")
             i += 1
         out[name] = rows
+    if rows_read and len(ellipse_like) == rows_read:
+        raise AnnotationError(path, ellipse_like[0], "every detection line holds 6 numbers with an angle third, "
+                                                     "like ellipses 'major minor angle cx cy score'; pass --ellipse "
+                                                     "to score ellipses (rectangles are 'left top width height score')")
     return out
 
 
@@ -272,6 +289,16 @@ def read_image_list(path: str | Path) -> list[str]:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not names:
         raise UserError(f"{path}: the image list is empty")
+    if len(set(names)) < len(names):  # the official program would score such an image twice
+        from mtcnn_train.datasets.annotation_text import read_text_lines
+
+        seen: dict[str, int] = {}
+        for number, line in enumerate(read_text_lines(path), 1):
+            for name in line.split():
+                if name in seen:
+                    raise AnnotationError(path, number, f"image {name!r} is listed twice (also on line "
+                                                        f"{seen[name]}); remove one of the entries")
+                seen[name] = number
     return names
 
 
@@ -757,9 +784,12 @@ class DetectionLog:
     def append(self, batch: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> None:
         text = "".join(json.dumps({"name": n, "size": list(size), "rows": rows.tolist()}) + "\n"
                        for n, (rows, size) in batch.items())
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+        except OSError as exc:  # a write error names no file; say which (load() drops a torn last line)
+            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
         fault_point()
 
     def finish(self) -> None:

@@ -63,6 +63,12 @@ class WiderGroundTruth:
         if not self.image_paths:
             self.image_paths = [None] * len(self.keys)
 
+    def subset(self, indices: Sequence[int]) -> "WiderGroundTruth":
+        """The ground truth of the images at ``indices`` only (every setting restricted alike)."""
+        return WiderGroundTruth([self.keys[i] for i in indices], [self.boxes[i] for i in indices],
+                                {name: [kept[i] for i in indices] for name, kept in self.settings.items()},
+                                [self.image_paths[i] for i in indices])
+
 
 def prediction_key(name: str) -> str:
     """``0--Parade/0_Parade_marchingband_1_849.jpg`` -> ``0--Parade/0_Parade_marchingband_1_849``."""
@@ -378,13 +384,18 @@ def _write_report(out_dir: Path, results: Mapping[str, WiderAP], extra: Mapping[
 
 
 def evaluate_wider_predictions(gt: WiderGroundTruth, predictions: Mapping[str, np.ndarray], out_dir: str | Path,
-                               cfg: Any, echo=print) -> dict[str, WiderAP]:
-    """Score a prediction set and write ``ap.json``, ``pr_<setting>.txt`` and ``pr_curve.png``."""
+                               cfg: Any, echo=print, images_in_ground_truth: int | None = None) -> dict[str, WiderAP]:
+    """Score a prediction set and write ``ap.json``, ``pr_<setting>.txt`` and ``pr_curve.png``.
+
+    ``images_in_ground_truth``: how many images the ground truth listed when ``gt`` is the part
+    of it that was scored (recorded in ``ap.json`` beside ``images``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, missing = evaluate_predictions(gt, predictions, cfg.evaluation.wider_iou, cfg.evaluation.wider_thresholds)
     unknown = len(set(predictions) - set(gt.keys))
-    _write_report(out_dir, results, {"images": len(gt.keys), "images_without_predictions": missing,
+    coverage = {"images_in_ground_truth": images_in_ground_truth} if images_in_ground_truth is not None else {}
+    _write_report(out_dir, results, {"images": len(gt.keys), **coverage, "images_without_predictions": missing,
                                      "predictions_not_in_ground_truth": unknown}, echo)
     if missing:
         echo(f"  note: {missing} of {len(gt.keys)} image(s) have no prediction file (scored as no detections)")
@@ -404,12 +415,25 @@ def evaluate_wider_with_detector(cascade: Any, gt: WiderGroundTruth, out_dir: st
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(p is None for p in gt.image_paths):
         raise UserError("running a detector needs the image folder (--images or --wider-root)")
+    # A folder holding part of the set (a subset downloaded, or the .mat files of the full val
+    # split) is scored on the images it holds: scoring the absent ones as "no detections" would
+    # give a meaningless, near-zero AP.
+    listed = len(gt.keys)
+    present = [i for i, path in enumerate(gt.image_paths) if Path(path).is_file()]
+    if not present:
+        raise UserError(f"none of the {listed} ground-truth images is in the image folder (first: "
+                        f"{gt.image_paths[0]}); check --wider-root or --images")
+    if len(present) < listed:
+        gt = gt.subset(present)
+        echo(f"scoring the {len(present)} of {listed} ground-truth images present in the image folder "
+             f"(the official protocol restricted to them; the other {listed - len(present)} are absent)")
     log = DetectionLog(out_dir, fingerprint or detector_fingerprint(None, cfg.detection))
     items = list(zip(gt.keys, gt.image_paths))
     detected, skipped = detect_images(cascade, items, cfg.detection.batch_size, "WIDER detection", log)
     pred_dir = out_dir / PREDICTIONS_DIR
     write_predictions(pred_dir, {k: rows for k, (rows, _) in detected.items()})
-    results = evaluate_wider_predictions(gt, read_predictions(pred_dir), out_dir, cfg, echo)
+    results = evaluate_wider_predictions(gt, read_predictions(pred_dir), out_dir, cfg, echo,
+                                         images_in_ground_truth=listed)
     if skipped:
         echo(f"  skipped {len(skipped)} unreadable image(s) (first: {skipped[0]})")
     log.finish()

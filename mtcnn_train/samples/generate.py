@@ -57,6 +57,7 @@ from mtcnn_train.io import fault_point, load_image, remove_stale_temp_files
 from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.shards import (
     ARRAY_DTYPES,
+    CONTACT_SHEET,
     LABEL_LANDMARK,
     LABEL_NAMES,
     MANIFEST,
@@ -143,6 +144,8 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
             raise UserError(f"{root}: no WIDER annotation file {annotation.relative_to(root)} "
                             "(--wider-root must hold wider_face_split/ and WIDER_<split>/)")
         wider_records = read_wider(annotation, images_root)
+        if not wider_records:
+            raise UserError(f"{annotation}: the annotation file lists no images")
         inputs.sources["wider"] = {"annotation": str(annotation), "images_root": str(images_root)}
     if wider_records is not None:
         records = list(wider_records)
@@ -167,6 +170,8 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
         fmt = _landmark_format(path, data.landmarks_format)
         derive = derive_landmark_boxes(cfg.sampling.landmark_boxes, fmt)
         landmark_records = read_landmarks(path, fmt=fmt, derive_boxes=derive)
+        if not landmark_records:
+            raise UserError(f"{path}: the landmark list holds no faces")
         inputs.sources["landmarks"] = {"list": str(path), "format": fmt,
                                        "boxes": "derived from the points" if derive else "from the file"}
     if landmark_records is not None:
@@ -808,6 +813,9 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
 
     stats = _sum_stats([json.loads((work / unit.name / UNIT_STATS).read_text()) for unit in units])
     problems = stats.pop("problems")
+    if not len(chosen):  # an empty set would only fail later, in training
+        first = f"; first problem: {problems[0]['image']}: {problems[0]['problem']}" if problems else ""
+        raise UserError(f"{out}: no samples could be cut from the {len(images)} input image(s){first}")
     manifest = {
         "stage": stage,
         "seed": s.seed,
@@ -846,6 +854,7 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
                               "composition": composition(labels[chosen], origin[chosen])}
     # An older set in the folder stops being a set before any of its shards is replaced.
     (out / MANIFEST).unlink(missing_ok=True)
+    (out / CONTACT_SHEET).unlink(missing_ok=True)  # drawn from the older set
     save_config(cfg, out / "config.yaml")
     written = write_sample_set(out, arrays, manifest, shard_size=s.shard_size)
     keep = {entry["stem"] for entry in written["shards"]}

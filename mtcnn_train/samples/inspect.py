@@ -15,9 +15,8 @@ import cv2
 import numpy as np
 
 from mtcnn_train.io import save_image
-from mtcnn_train.samples.shards import LABEL_NAMES, SampleSet
+from mtcnn_train.samples.shards import CONTACT_SHEET, LABEL_NAMES, SampleSet
 
-CONTACT_SHEET = "contact_sheet.png"
 _LABEL_WIDTH = 170
 _GAP = 4
 _BOX_COLOUR = (0, 255, 0)

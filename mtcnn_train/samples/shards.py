@@ -343,17 +343,41 @@ class SampleSet:
         return self.shards[start:start + len(self.manifests[manifest_index]["shards"])]
 
 
-def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], shard_size: int = 100_000) -> dict[str, Any]:
+#: The contact sheet ``samples inspect`` draws into a sample folder.
+CONTACT_SHEET = "contact_sheet.png"
+#: Files that describe the sample set in their folder (beside its shards and manifest): the
+#: config that made it (gen-samples), its contact sheet (samples inspect) and gen-samples' work folder.
+SET_COMPANIONS = ("config.yaml", CONTACT_SHEET, ".work")
+
+
+def remove_set_companions(directory: Path) -> None:
+    """Drop the files that describe an older set in ``directory``, so none outlives it."""
+    import shutil
+
+    for name in SET_COMPANIONS:
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], shard_size: int = 100_000,
+                      force: bool = False) -> dict[str, Any]:
     """Join finished sample sets (e.g. parts made on several machines) into one set in ``out_dir``.
 
     Samples keep the order of the folders given; ``sources`` are re-based onto the concatenated
     ``images`` lists (as :meth:`SampleSet.arrays` does), so every sample still names its image.
-    Each part's own manifest (without its image list) is kept under ``"parts"``.
+    Each part's own manifest (without its image list) is kept under ``"parts"``.  A finished set
+    already in ``out_dir`` is replaced only with ``force``, and then nothing of it stays (its
+    shards, config and contact sheet go).
     """
     dirs = [Path(d) for d in directories]
     out = Path(out_dir)
     if any(d.resolve() == out.resolve() for d in dirs):
         raise UserError(f"{out}: the merged set must go to a folder other than its parts")
+    if (out / MANIFEST).exists() and not force:
+        raise UserError(f"{out}: holds a finished sample set; pass --force to replace it, or choose another folder")
     sample_set = SampleSet.open(dirs)
     arrays = sample_set.arrays()
     images: list[str] = []
@@ -368,8 +392,8 @@ def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], sh
     first = sample_set.manifests[0]
     manifest = {key: first[key] for key in ("stage", "seed") if key in first}
     manifest.update({"images": images, "split": {k: list(v) for k, v in split.items()}, "merged_from": parts})
-    if (out / MANIFEST).exists():
-        (out / MANIFEST).unlink()
+    (out / MANIFEST).unlink(missing_ok=True)
+    remove_set_companions(out)
     written = write_sample_set(out, arrays, manifest, shard_size=shard_size)
     keep = {entry["stem"] for entry in written["shards"]}
     for stale in out.glob("shard-*.npy"):

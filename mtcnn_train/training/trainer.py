@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtcnn_train.checkpoint import load_checkpoint, load_stage_net, save_checkpoint, stage_weights_path
+from mtcnn_train.checkpoint import (check_state_dict, load_checkpoint, load_stage_net, save_checkpoint,
+                                    stage_weights_path)
 from mtcnn_train.config import STAGE_SIZE, STAGES, Config, StageTrainConfig, config_from_dict, save_config
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
@@ -175,7 +176,16 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
 
-    data = SampleTensors(open_samples(stage, sample_dirs), device, train_cfg.resident_max_gib)
+    sample_set = open_samples(stage, sample_dirs)
+    counts = sample_set.counts()
+    lacking = [name for name in ("positive", "negative") if not counts.get(name)]
+    if train_cfg.alpha_det > 0 and lacking:
+        # The face/non-face loss needs both; without them every accuracy is NaN and the net
+        # that comes out detects nothing.
+        shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise UserError(f"{sample_set.directories[0]}: the sample set holds no {lacking[0]} samples ({shown}); "
+                        f"{stage} cannot learn to tell faces from non-faces (was the box annotation file empty?)")
+    data = SampleTensors(sample_set, device, train_cfg.resident_max_gib)
     train_ids, val_ids = split_by_source(data.sources, train_cfg.val_fraction, train_cfg.seed)
     batch_size = min(train_cfg.batch_size, len(train_ids))
     distributed.rank_slice(batch_size, ctx)  # refuses batches too small to split over the ranks
@@ -337,6 +347,7 @@ def restore_training_state(run: StageRun, state: dict[str, Any], path: Path) -> 
         raise UserError(f"{path}: saved with {state.get('steps_per_epoch')} steps per epoch on "
                         f"{state.get('world_size', 1)} process(es); this run has {run.steps_per_epoch} on "
                         f"{run.ctx.world_size} (different samples or batch size?); pass --force to start over")
+    check_state_dict(state["model"], path, run.stage)
     run.net.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

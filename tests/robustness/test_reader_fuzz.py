@@ -8,6 +8,7 @@ RuntimeError, ...) escapes and fails the test with its traceback.
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -149,7 +150,8 @@ def assert_clean_error(exc: UserError, root: Path) -> None:
         assert message.startswith(f"{path}:" if exc.line is None else f"{path}:{exc.line}: "), message
         assert path.is_relative_to(root), message  # the file named is one of the dataset's files
         if exc.line is not None:
-            line_count = path.read_bytes().count(b"\n") + 1 if path.is_file() else 1
+            # Lines end in LF, CR LF or a lone CR (annotation_text.read_text_lines).
+            line_count = len(re.split(rb"\r\n|\r|\n", path.read_bytes())) if path.is_file() else 1
             assert 1 <= exc.line <= line_count, message
     else:
         assert str(root) in message, message

@@ -169,8 +169,12 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+# The first entry names an image none of the odd names below resolves to: one image listed
+# twice is refused (tests/robustness/test_failure_rules.py, case 7).
+
+
 def wider_file(folder: Path, name: str, root: Path):
-    path = _write(folder / "gt.txt", f"ok/a.jpg\n1\n{OK_FACE}\n{name}\n1\n{OK_FACE}\n")
+    path = _write(folder / "gt.txt", f"ok/first.jpg\n1\n{OK_FACE}\n{name}\n1\n{OK_FACE}\n")
     return path, 4, lambda: read_wider(path, root)
 
 
@@ -187,17 +191,17 @@ def celeba_aligned_file(folder: Path, name: str, root: Path):
 
 
 def lfw_net_file(folder: Path, name: str, root: Path):
-    path = _write(folder / "trainImageList.txt", f"ok\\a.jpg 84 161 92 169 {POINTS}\r\n{name} 84 161 92 169 {POINTS}\r\n")
+    path = _write(folder / "trainImageList.txt", f"ok\\first.jpg 84 161 92 169 {POINTS}\r\n{name} 84 161 92 169 {POINTS}\r\n")
     return path, 2, lambda: read_landmarks(path, root, "lfw-net")
 
 
 def mtfl_file(folder: Path, name: str, root: Path):
-    path = _write(folder / "new_training.txt", f"ok/a.jpg 1 2 3 4 5 1 2 3 4 5\n{name} 1 2 3 4 5 1 2 3 4 5\n")
+    path = _write(folder / "new_training.txt", f"ok/first.jpg 1 2 3 4 5 1 2 3 4 5\n{name} 1 2 3 4 5 1 2 3 4 5\n")
     return path, 2, lambda: read_landmarks(path, root, "mtfl", default_size=(80, 80))
 
 
 def mtfl_official_file(folder: Path, name: str, root: Path):
-    path = _write(folder / "training.txt", f"ok/a.jpg 70 110 90 75 105 110 110 130 150 150 1 2 2 3\n"
+    path = _write(folder / "training.txt", f"ok/first.jpg 70 110 90 75 105 110 110 130 150 150 1 2 2 3\n"
                                            f"{name} 70 110 90 75 105 110 110 130 150 150 1 2 2 3\n")
     return path, 2, lambda: read_landmarks(path, root, "mtfl")
 
@@ -205,7 +209,7 @@ def mtfl_official_file(folder: Path, name: str, root: Path):
 def fddb_fold_file(folder: Path, name: str, root: Path):
     # FDDB names have no extension: the reader adds ".jpg".
     name = name[:-4] if name.endswith(".jpg") else name
-    path = _write(folder / "fold.txt", f"ok/a\n1\n10 5 0 50 60 1\n{name}\n1\n10 5 0 50 60 1\n")
+    path = _write(folder / "fold.txt", f"ok/first\n1\n10 5 0 50 60 1\n{name}\n1\n10 5 0 50 60 1\n")
     return path, 4, lambda: read_fddb_fold(path, root)
 
 
@@ -213,7 +217,7 @@ def fddb_root_file(folder: Path, name: str, root: Path):
     # read_fddb reads images from FDDB_ROOT/originalPics: the test's root plays that folder.
     name = name[:-4] if name.endswith(".jpg") else name
     fddb_root = root.parent
-    path = _write(fold_paths(fddb_root, 1)[0], f"ok/a\n1\n10 5 0 50 60 1\n{name}\n1\n10 5 0 50 60 1\n")
+    path = _write(fold_paths(fddb_root, 1)[0], f"ok/first\n1\n10 5 0 50 60 1\n{name}\n1\n10 5 0 50 60 1\n")
     return path, 4, lambda: read_fddb(fddb_root, folds=[1])
 
 

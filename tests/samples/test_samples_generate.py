@@ -216,11 +216,12 @@ def test_bad_inputs_are_counted_reported_and_listed(synthetic_data, tmp_path, sm
     rgba = np.full((120, 160, 4), 90, np.uint8)
     cv2.imwrite(str(images / "0--Event0" / "rgba.png"), rgba)
     (images / "1--Event1" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    shutil.copy(images / "2--Event2" / "2_img_002.jpg", images / "2--Event2" / "outside.jpg")  # one entry per image
     extra = ["0--Event0/gray.png", "1", "40 35 40 50 0 0 0 0 0 0 ",
              "0--Event0/rgba.png", "1", "150 100 30 30 0 0 0 0 0 0 ",   # reaches past the right edge: clipped
              "1--Event1/corrupt.jpg", "1", "10 10 30 30 0 0 0 0 0 0 ",
              "2--Event2/missing.jpg", "1", "10 10 30 30 0 0 0 0 0 0 ",
-             "2--Event2/2_img_002.jpg", "2", "10 10 30 30 0 0 0 0 0 0 ", "400 400 30 30 0 0 0 0 0 0 "]
+             "2--Event2/outside.jpg", "2", "10 10 30 30 0 0 0 0 0 0 ", "400 400 30 30 0 0 0 0 0 0 "]
     annotation.write_text(text + "\n".join(extra) + "\n")
     cfg = small_config(f"data.wider_root={root}", "data.val_fraction=0")
     report = generate_pnet_samples(cfg, tmp_path / "out", progress=False)
