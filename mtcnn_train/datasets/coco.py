@@ -38,7 +38,8 @@ from mtcnn_train.errors import AnnotationError
 from mtcnn_train.io import atomic_write_text
 
 #: Where the images of ``folder/x.json`` are looked for, in order, when no images folder is given
-#: (Roboflow: beside the JSON; CVAT and Label Studio: an ``images/`` folder beside or above it).
+#: (Roboflow: beside the JSON; CVAT and Label Studio: an ``images/`` folder beside or above it);
+#: then the folder our writer notes in ``info.images_folder``.
 IMAGE_FOLDER_GUESSES = (".", "images", "../images", "..")
 
 
@@ -92,11 +93,14 @@ def _ident(entry: dict, key: str, path: Path, where: str) -> int | str:
     return value
 
 
-def guess_images_root(json_file: Path, first_name: str | None) -> Path:
-    """The first of :data:`IMAGE_FOLDER_GUESSES` holding the first image (the JSON's folder if none)."""
-    for guess in IMAGE_FOLDER_GUESSES:
-        folder = (json_file.parent / guess)
-        if first_name and (folder / first_name.replace("\\", "/")).is_file():
+def guess_images_root(json_file: Path, first_name: str | None, noted: Any = None) -> Path:
+    """The first of :data:`IMAGE_FOLDER_GUESSES` (then the ``noted`` folder) holding the first
+    image; the JSON's folder if none does."""
+    guesses = [json_file.parent / guess for guess in IMAGE_FOLDER_GUESSES]
+    if isinstance(noted, str) and noted:
+        guesses.append(Path(noted))
+    for folder in guesses:
+        if first_name and (folder / first_name).is_file():
             return folder.resolve()
     return json_file.parent.resolve()
 
@@ -210,7 +214,9 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
         else:
             points[index].append(np.full((5, 2), np.nan))
 
-    root = Path(images_root) if images_root is not None else guess_images_root(path, names[0] if names else None)
+    info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
+    root = (Path(images_root) if images_root is not None else
+            guess_images_root(path, names[0] if names else None, info.get("images_folder")))
     resolve = ImagePathResolver(root, path)
     records = []
     for k, name in enumerate(names):
@@ -230,13 +236,15 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
 # Writing
 
 
-def format_coco(records: Iterable[FaceRecord], names: Sequence[str], sizes: Sequence[tuple[int, int]]) -> dict:
+def format_coco(records: Iterable[FaceRecord], names: Sequence[str], sizes: Sequence[tuple[int, int]],
+                images_folder: str | Path | None = None) -> dict:
     """A COCO document of ``records``: one category ``face`` (with our five keypoints when any
     record has landmarks), ``names[k]`` as file names and ``sizes[k]`` as ``(width, height)``.
 
     Boxes are the records' float32 values written exactly (``x1`` and the width ``x2 - x1``, which
     float64 holds exactly), so reading them back gives the same boxes bit for bit.  Faces flagged invalid get ``iscrowd: 1`` and ``ignore: 1``;
-    other WIDER flags go into ``attributes``.
+    other WIDER flags go into ``attributes``.  ``images_folder`` (the folder the names are
+    relative to) is noted in ``info``, where our reader looks when the usual places fail.
     """
     records = list(records)
     with_points = any(r.landmarks is not None and np.isfinite(r.landmarks).any() for r in records)
@@ -263,14 +271,17 @@ def format_coco(records: Iterable[FaceRecord], names: Sequence[str], sizes: Sequ
                                     ((float(x), float(y), 2) if np.isfinite([x, y]).all() else (0, 0, 0))]
                 ann["num_keypoints"] = int(np.isfinite(pts).all(axis=1).sum())
             annotations.append(ann)
-    return {"info": {"description": "written by mtcnn-train data convert"}, "images": images,
+    info = {"description": "written by mtcnn-train data convert"}
+    if images_folder is not None:
+        info["images_folder"] = str(Path(images_folder).resolve())
+    return {"info": info, "images": images,
             "annotations": annotations, "categories": [category]}
 
 
 def write_coco(records: Iterable[FaceRecord], json_file: str | Path, names: Sequence[str],
-               sizes: Sequence[tuple[int, int]]) -> None:
+               sizes: Sequence[tuple[int, int]], images_folder: str | Path | None = None) -> None:
     """Write :func:`format_coco` of ``records`` to ``json_file``, atomically."""
-    atomic_write_text(json_file, json.dumps(format_coco(records, names, sizes), indent=1) + "\n")
+    atomic_write_text(json_file, json.dumps(format_coco(records, names, sizes, images_folder), indent=1) + "\n")
 
 
 __all__ = ["read_coco", "write_coco", "format_coco", "guess_images_root", "load_json", "normalise_keypoint_name"]

@@ -46,7 +46,7 @@ class ConvertReport:
             text += "; WIDER holds no landmarks, so they were not written"
         if self.images_root is not None:
             hint = {"wider": f"read it with --images {self.images_root}",
-                    "coco": f"its file names are relative to {self.images_root} (--images)",
+                    "coco": f"its file names are relative to {self.images_root} (noted in its info)",
                     "yolo": f"read it with {self.out / 'data.yaml'}; images/ links to {self.images_root}"}
             text += f"; {hint[self.target]}"
         return text + "."
@@ -158,7 +158,7 @@ def convert_dataset(source_format: str, source: str | Path, target: str, out: st
     elif target == "coco":
         from mtcnn_train.datasets.coco import write_coco
 
-        write_coco(records, out, names, _sizes(records))
+        write_coco(records, out, names, _sizes(records), report.images_root)
     else:
         from mtcnn_train.datasets.yolo import write_yolo
 
