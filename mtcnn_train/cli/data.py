@@ -78,7 +78,7 @@ def read_options(cfg, classes: str | None, ignore_classes: str | None, keypoint_
 
     from mtcnn_train.datasets.formats import ReadOptions
 
-    options = ReadOptions.from_config(cfg.data)
+    options = ReadOptions.from_config(cfg)
     given = {"classes": _names(classes), "ignore_classes": _names(ignore_classes),
              "keypoint_names": _names(keypoint_names)}
     if given["keypoint_names"] is not None and len(given["keypoint_names"]) != 5:

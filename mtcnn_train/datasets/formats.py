@@ -33,7 +33,9 @@ class ReadOptions:
     folds: tuple[int, ...] | None = None
 
     @classmethod
-    def from_config(cls, data: Any) -> "ReadOptions":
+    def from_config(cls, cfg: Any) -> "ReadOptions":
+        """The settings of a :class:`~mtcnn_train.config.Config`'s ``data`` section."""
+        data = cfg.data
         return cls(tuple(data.classes), tuple(data.ignore_classes), tuple(data.keypoint_names))
 
     @property
