@@ -23,6 +23,9 @@ class DatasetSummary:
     faces: int
     invalid_faces: int
     landmark_faces: int
+    #: Median height / width of the valid boxes (None without any): MTCNN's crops are square,
+    #: so boxes far from square (FDDB's ellipse boxes: 1.5) give few positive crops.
+    box_aspect: float | None = None
 
     def describe(self) -> str:
         """One paragraph for people."""
@@ -30,7 +33,8 @@ class DatasetSummary:
         missing = f", {self.missing_images:,} of them missing" if self.missing_images else ", all present"
         return (f"{self.fmt} {self.annotation}: {self.images:,} images{where}{missing}; "
                 f"{self.faces:,} faces, {self.invalid_faces:,} of them invalid (flagged invalid or of zero "
-                f"size), {self.landmark_faces:,} with landmarks.")
+                f"size), {self.landmark_faces:,} with landmarks"
+                + (f"; box height/width median {self.box_aspect:.2f}." if self.box_aspect is not None else "."))
 
 
 def summarize(fmt: str, annotation: Path, records: list[FaceRecord], missing: list[FaceRecord]) -> DatasetSummary:
@@ -43,7 +47,12 @@ def summarize(fmt: str, annotation: Path, records: list[FaceRecord], missing: li
                          if r.landmarks is not None)
     return DatasetSummary(fmt=fmt, annotation=annotation, images_root=common, images=len(records),
                           missing_images=len(missing), faces=faces, invalid_faces=faces - valid,
-                          landmark_faces=with_landmarks)
+                          landmark_faces=with_landmarks, box_aspect=_median_aspect(records))
+
+
+def _median_aspect(records: list[FaceRecord]) -> float | None:
+    sizes = np.concatenate([r.boxes[r.valid, 2:] - r.boxes[r.valid, :2] for r in records]) if records else []
+    return float(np.median(sizes[:, 1] / sizes[:, 0])) if len(sizes) else None
 
 
 def check_dataset(fmt: str, path: str | Path, images_root: str | Path | None = None,

@@ -292,6 +292,7 @@ def test_data_check_reads_each_format_and_reports_errors_on_one_line(cli_runner,
     result = cli_runner("data", "check", root, "--classes", "0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("yolo ") and "3 images" in result.stdout and "3 faces" in result.stdout
+    assert "box height/width median 1.00." in result.stdout   # 0.2 x 0.4 of 200 x 100, 0.1 x 0.2, 0.5 x 0.5
     bad = write(tmp_path / "ann.json", json.dumps(coco_doc(annotations=[{"id": 3, "image_id": 1, "bbox": [1]}])))
     result = cli_runner("data", "check", bad)
     assert result.returncode == 2 and "Traceback" not in result.stderr
