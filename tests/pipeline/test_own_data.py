@@ -97,3 +97,17 @@ def test_pipeline_init_fine_tunes_from_the_given_run_and_records_it(forms, tmp_p
     # R-Net was mined with the P-Net fine-tuned in this run, not the starting one.
     manifest = json.loads((tmp_path / "tuned" / "samples" / "rnet" / "manifest.json").read_text())
     assert Path(manifest["mining"]["weights"]).resolve() == (tmp_path / "tuned").resolve()
+
+
+def test_a_box_set_with_keypoints_gives_landmark_crops_of_its_training_images(forms, tmp_path):
+    root, configs = forms
+    celeba = next((root / "syn" / "celeba").rglob("list_landmarks_celeba.txt"))
+    convert_dataset("auto", celeba, "coco", tmp_path / "faces.json")   # one face with 5 keypoints per image
+    data = {**configs["coco"].to_dict()["data"], "boxes": str(tmp_path / "faces.json"), "landmarks": None}
+    cfg = config_from_dict({**configs["coco"].to_dict(), "data": data})
+    report = generate_samples(cfg, tmp_path / "samples", "pnet", progress=False)
+    manifest = json.loads((tmp_path / "samples" / "manifest.json").read_text())
+    source = manifest["image_sources"]["landmarks"]
+    train_images = manifest["image_sources"]["wider"]["train_images"]
+    assert source["format"] == "boxes" and source["faces"] == train_images > 0
+    assert report.counts["landmark"] > 0 and report.stats["landmark_faces"] == train_images
