@@ -86,11 +86,30 @@ def stage_weights_path(run_dir: str | Path, stage: str) -> Path:
     return Path(run_dir) / f"{stage}.pt"
 
 
+def stage_file(run_dir_or_file: str | Path, stage: str) -> Path:
+    """``RUN_DIR/<stage>.pt`` of a run folder, or the given ``.pt`` file."""
+    path = Path(run_dir_or_file)
+    return stage_weights_path(path, stage) if path.is_dir() else path
+
+
+def init_record(run_dir_or_file: str | Path, stage: str) -> dict[str, Any]:
+    """What a fine-tuned checkpoint records about its starting weights: the file, its SHA-256,
+    and where those came from (``source`` of imported weights, or their own starting point)."""
+    import hashlib
+
+    path = stage_file(run_dir_or_file, stage)
+    payload = load_checkpoint(path)
+    record: dict[str, Any] = {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if payload.get("source") is not None:
+        record["source"] = str(payload["source"])
+    if payload.get("initialised_from") is not None:
+        record["initialised_from"] = payload["initialised_from"]
+    return record
+
+
 def load_stage_net(run_dir_or_file: str | Path, stage: str, device: str | torch.device = "cpu") -> nn.Module:
     """Build the ``stage`` net and load its best weights from a run folder (or a ``.pt`` file)."""
-    path = Path(run_dir_or_file)
-    if path.is_dir():
-        path = stage_weights_path(path, stage)
+    path = stage_file(run_dir_or_file, stage)
     payload = load_checkpoint(path)
     if payload["stage"] != stage:
         raise UserError(f"{path}: holds {payload['stage']} weights, expected {stage}")

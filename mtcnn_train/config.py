@@ -33,6 +33,22 @@ class DataConfig:
     #: Folder holding ``wider_face_split/`` and ``WIDER_<split>/images/``.
     wider_root: str | None = None
     wider_split: str = "train"
+    #: Or a face-box set in any box format (instead of ``wider_root``): a COCO .json, a YOLO folder,
+    #: list or data.yaml, a Pascal VOC folder, a WIDER-format file or an FDDB root.  Faces in it
+    #: with all five landmarks also give landmark crops.
+    boxes: str | None = None
+    #: ``auto`` (told from the path) or wider, coco, yolo, voc, fddb.
+    boxes_format: str = "auto"
+    #: Folder the box set's image names are relative to (default: where each format keeps them).
+    boxes_images: str | None = None
+    #: Labels that are faces (COCO category names or ids, YOLO class ids or names, VOC object
+    #: names); empty = every label.
+    classes: list[str] = field(default_factory=list)
+    #: Labels kept as ignore regions (faces flagged invalid); empty = labels named ``ignore``.
+    ignore_classes: list[str] = field(default_factory=list)
+    #: COCO keypoint names giving our five points in order (left eye, right eye, nose, left and
+    #: right mouth corner, as seen in the image); empty = found by their usual names.
+    keypoint_names: list[str] = field(default_factory=list)
     #: A landmark list: CelebA ``list_landmarks_celeba.txt``, LFW+Net ``trainImageList.txt`` or MTFL.
     landmarks: str | None = None
     #: ``auto`` detects the format from the file; or celeba, celeba-aligned, lfw-net, mtfl.
@@ -437,6 +453,12 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
     _check(0.0 <= d.landmarks_val_fraction < 1.0, loc, "data.landmarks_val_fraction",
            f"must lie in [0, 1), got {d.landmarks_val_fraction}")
     _check(d.max_images >= 0, loc, "data.max_images", f"must not be negative, got {d.max_images}")
+    from mtcnn_train.datasets.formats import BOX_FORMATS
+
+    _check(d.boxes_format in ("auto",) + BOX_FORMATS, loc, "data.boxes_format",
+           f"must be auto or one of {', '.join(BOX_FORMATS)}, got {d.boxes_format!r}")
+    _check(len(d.keypoint_names) in (0, 5), loc, "data.keypoint_names",
+           f"needs the 5 keypoint names in our order, got {len(d.keypoint_names)}")
     _check(d.landmarks_format in ("auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"), loc,
            "data.landmarks_format", f"must be auto, celeba, celeba-aligned, lfw-net or mtfl, got {d.landmarks_format!r}")
 

@@ -71,15 +71,15 @@ def _fmt(value: Any, width: int = 0) -> str:
 
 
 def validation_records(cfg: Config) -> list[Any]:
-    """The WIDER images held out of every sample set (``data.val_fraction``, ``data.val_seed``):
+    """The box-set images held out of every sample set (``data.val_fraction``, ``data.val_seed``):
     where checkpoints are chosen and the stages are diagnosed."""
+    from mtcnn_train.datasets.formats import read_box_set
     from mtcnn_train.datasets.split import split_train_val
-    from mtcnn_train.datasets.wider import read_wider, wider_paths
 
-    if not cfg.data.wider_root:
-        raise UserError("evaluation on the validation split needs data.wider_root")
-    annotation, images_root = wider_paths(cfg.resolve_path(cfg.data.wider_root), cfg.data.wider_split)
-    _, val = split_train_val(read_wider(annotation, images_root), cfg.data.val_fraction, cfg.data.val_seed)
+    box_set = read_box_set(cfg)
+    if box_set is None:
+        raise UserError("evaluation on the validation split needs a box set (data.wider_root or data.boxes)")
+    _, val = split_train_val(box_set[0], cfg.data.val_fraction, cfg.data.val_seed)
     if not val:
         raise UserError("the validation split is empty (data.val_fraction is 0)")
     return val
@@ -109,8 +109,10 @@ def detection_scorer(stage: str, cfg: Config, run_dir: str | Path) -> Callable[[
     return epoch_scorer(stage, run_dir, validation_records(cfg), cfg.detection)
 
 
-def train_or_resume(stage: str, cfg: Config, sample_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """Train ``stage`` unless it is finished; continue an interrupted run from ``last.pt``."""
+def train_or_resume(stage: str, cfg: Config, sample_dir: Path, run_dir: Path,
+                    init: Path | None = None) -> dict[str, Any]:
+    """Train ``stage`` unless it is finished; continue an interrupted run from ``last.pt``.
+    ``init``: a fresh stage starts from that run's ``<stage>.pt`` (fine-tuning)."""
     from mtcnn_train.checkpoint import load_checkpoint
     from mtcnn_train.training.trainer import train_stage
 
@@ -119,16 +121,36 @@ def train_or_resume(stage: str, cfg: Config, sample_dir: Path, run_dir: Path) ->
     if weights.is_file() and not last.is_file():
         # Weights from elsewhere (imported or copied in): keep them, there is no training to resume.
         return dict(load_checkpoint(weights).get("metrics") or {})
-    return train_stage(stage, cfg, [sample_dir], run_dir, resume=last.is_file(),
+    return train_stage(stage, cfg, [sample_dir], run_dir, resume=last.is_file(), init=init,
                        epoch_scorer=detection_scorer(stage, cfg, run_dir))
 
 
+def check_init_dir(init: Path, stages: tuple[str, ...], run_dir: Path) -> None:
+    """Every stage to train has its starting weights in ``init``, which is not the run itself."""
+    from mtcnn_train.checkpoint import stage_weights_path
+
+    if init.resolve() == run_dir.resolve():
+        raise UserError(f"--init {init}: is the run folder itself; give the run to start from")
+    missing = [str(stage_weights_path(init, s)) for s in stages if not stage_weights_path(init, s).is_file()]
+    if missing:
+        raise UserError(f"--init {init}: no {', '.join(missing)} (e.g. mtcnn-train import-weights --from "
+                        f"facenet-pytorch --out {init})")
+
+
 def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = STAGES, progress: bool = True,
-                 echo: Callable[[str], None] = print, report: PipelineReport | None = None) -> PipelineReport:
-    """Samples, training and mining for ``stages`` in order, in ``run_dir``; resumable."""
+                 echo: Callable[[str], None] = print, report: PipelineReport | None = None,
+                 init: str | Path | None = None) -> PipelineReport:
+    """Samples, training and mining for ``stages`` in order, in ``run_dir``; resumable.
+
+    ``init`` (a run folder) fine-tunes: each stage starts from that run's weights, and R-Net and
+    O-Net samples are mined with the stages fine-tuned here before them.
+    """
     from mtcnn_train.samples.generate import generate_samples
 
     run_dir = Path(run_dir)
+    if init is not None:
+        init = Path(init)
+        check_init_dir(init, stages, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     report = report or PipelineReport(run_dir)
@@ -146,7 +168,7 @@ def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = 
              f"({report.seconds[f'samples-{stage}']:.0f} s)" + samples.mining_summary().replace("\n", "; "))
 
         start = time.perf_counter()
-        metrics = train_or_resume(stage, cfg, sample_dir, run_dir)
+        metrics = train_or_resume(stage, cfg, sample_dir, run_dir, init)
         report.seconds[stage] = time.perf_counter() - start
         report.metrics[stage] = _plain(metrics)
         val = (metrics.get("best_val") or {})

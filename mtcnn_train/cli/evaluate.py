@@ -7,6 +7,7 @@ import click
 
 from mtcnn_train.cli import cli
 from mtcnn_train.cli.common import config_options, get_config, prepare_output_dir
+from mtcnn_train.datasets.formats import BOX_FORMATS
 from mtcnn_train.errors import UserError
 
 _DIR = click.Path(file_okay=False, path_type=Path)
@@ -82,8 +83,13 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
 @eval_group.command("wider")
 @click.option("--wider-root", type=_DIR, help="WIDER FACE folder (wider_face_split/, WIDER_<split>/images/).")
 @click.option("--split", default="val", show_default=True, help="Split under --wider-root.")
-@click.option("--annotations", type=_FILE, help="Any WIDER-format ground-truth list (instead of --wider-root).")
-@click.option("--images", type=_DIR, help="Folder the --annotations image names are relative to.")
+@click.option("--annotations", type=click.Path(path_type=Path),
+              help="Ground truth in any box format (instead of --wider-root): a WIDER-format list, COCO .json, "
+                   "YOLO folder/list/data.yaml or VOC folder.")
+@click.option("--format", "fmt", type=click.Choice(("auto",) + BOX_FORMATS), default="auto", show_default=True,
+              help="Format of --annotations (auto: told from the path).")
+@click.option("--images", type=_DIR, help="Folder the --annotations image names are relative to "
+                                          "(needed for WIDER lists; other formats have a default).")
 @click.option("--gt-dir", type=_DIR, help="Folder with the official wider_face_val.mat and wider_{easy,medium,"
                                           "hard}_val.mat: score the easy/medium/hard settings.")
 @click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
@@ -92,9 +98,10 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
               help="With --weights: score the cascade up to this stage (P, P+R or P+R+O; default: all it has).")
 @click.option("--out", type=_DIR, required=True, help="Output folder (predictions/, ap.json, pr_curve.png).")
 @config_options
-def eval_wider(wider_root, split, annotations, images, gt_dir, weights, predictions, last_stage, out, config_path,
+def eval_wider(wider_root, split, annotations, fmt, images, gt_dir, weights, predictions, last_stage, out, config_path,
                overrides) -> None:
-    """WIDER FACE average precision (official protocol)."""
+    """WIDER FACE average precision (official protocol), on WIDER or any box-format ground truth."""
+    from mtcnn_train.datasets.formats import ReadOptions
     from mtcnn_train.evaluation import wider
 
     cfg = get_config(config_path, overrides)
@@ -103,7 +110,7 @@ def eval_wider(wider_root, split, annotations, images, gt_dir, weights, predicti
     out = prepare_output_dir(out, force=False)
     wider.evaluate_wider_run(out, cfg, weights=weights, predictions=predictions, wider_root=wider_root, split=split,
                              annotations=annotations, images=images, gt_dir=gt_dir, stages=last_stage,
-                             echo=click.echo)
+                             echo=click.echo, fmt=fmt, options=ReadOptions.from_config(cfg))
 
 
 @eval_group.command("landmarks")

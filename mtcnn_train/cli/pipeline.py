@@ -41,9 +41,12 @@ def demo(out: Path, images: int, seed: int, quiet: bool, config_path: Path | Non
               help="Last stage to train.")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Score P, P+R and P+R+O with the WIDER protocol on the held-out validation images.")
+@click.option("--init", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN_DIR",
+              help="Fine-tune: each stage starts from RUN_DIR's weights (e.g. from import-weights); mining "
+                   "uses the stages fine-tuned before it.  See configs/finetune-example.yaml.")
 @click.option("--quiet", is_flag=True)
 @config_options
-def pipeline(out: Path, stages: str, evaluate: bool, quiet: bool, config_path: Path | None,
+def pipeline(out: Path, stages: str, evaluate: bool, init: Path | None, quiet: bool, config_path: Path | None,
              overrides: tuple[str, ...]) -> None:
     """Run every stage of a config in order (samples, P-Net, mining, R-Net, mining, O-Net, eval)."""
     from mtcnn_train.config import STAGES
@@ -53,7 +56,7 @@ def pipeline(out: Path, stages: str, evaluate: bool, quiet: bool, config_path: P
     cfg = get_config(config_path, overrides)
     chosen = STAGES[:STAGES.index(stages) + 1]
     lock_output_dir(out)
-    report = run_pipeline(cfg, out, stages=chosen, progress=not quiet, echo=click.echo)
+    report = run_pipeline(cfg, out, stages=chosen, progress=not quiet, echo=click.echo, init=init)
     if evaluate:
         start = time.perf_counter()
         report.evaluation.update(evaluate_validation_split(cfg, out, chosen, echo=click.echo))

@@ -7,6 +7,7 @@ import click
 
 from mtcnn_train.cli import cli
 from mtcnn_train.cli.common import config_options, get_config, lock_output_dir, prepare_output_dir
+from mtcnn_train.datasets.formats import BOX_FORMATS
 from mtcnn_train.errors import UserError
 
 
@@ -18,6 +19,13 @@ from mtcnn_train.errors import UserError
               help="Run folder with the trained earlier stages (rnet: pnet.pt; onet: pnet.pt and rnet.pt).")
 @click.option("--wider-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding wider_face_split/ and WIDER_train/ (overrides data.wider_root).")
+@click.option("--boxes", type=click.Path(path_type=Path), default=None,
+              help="A face-box set in any box format instead of --wider-root: COCO .json, YOLO folder/list/"
+                   "data.yaml, VOC folder, WIDER-format file (overrides data.boxes).")
+@click.option("--boxes-format", type=click.Choice(("auto",) + BOX_FORMATS), default=None,
+              help="Format of --boxes (default: told from the path).")
+@click.option("--boxes-images", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the --boxes image names are relative to (default: per format).")
 @click.option("--landmarks", "landmarks", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CelebA, LFW+Net or MTFL landmark list (overrides data.landmarks).")
 @click.option("--landmarks-format", type=click.Choice(["auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"]),
@@ -31,7 +39,8 @@ from mtcnn_train.errors import UserError
 @click.option("--force", is_flag=True, help="Replace a finished sample set made with other settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @config_options
-def gen_samples(stage: str, out: Path, weights: Path | None, wider_root: Path | None, landmarks: Path | None, landmarks_format: str | None,
+def gen_samples(stage: str, out: Path, weights: Path | None, wider_root: Path | None, boxes: Path | None,
+                boxes_format: str | None, boxes_images: Path | None, landmarks: Path | None, landmarks_format: str | None,
                 workers: int | None, num_shards: int, shard_index: int, force: bool, quiet: bool,
                 config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Cut labelled training crops (P-Net) or mine them with the earlier nets (R-Net, O-Net)."""
@@ -43,8 +52,16 @@ def gen_samples(stage: str, out: Path, weights: Path | None, wider_root: Path | 
 
     cfg = get_config(config_path, overrides)
     # Command-line paths are relative to the working folder, not to the config file.
+    if wider_root is not None and boxes is not None:
+        raise UserError("give the box set once: --wider-root or --boxes")
     if wider_root is not None:
-        cfg.data.wider_root = str(wider_root.resolve())
+        cfg.data.wider_root, cfg.data.boxes = str(wider_root.resolve()), None
+    if boxes is not None:
+        cfg.data.boxes, cfg.data.wider_root = str(boxes.resolve()), None
+    if boxes_format is not None:
+        cfg.data.boxes_format = boxes_format
+    if boxes_images is not None:
+        cfg.data.boxes_images = str(boxes_images.resolve())
     if landmarks is not None:
         cfg.data.landmarks = str(landmarks.resolve())
     if landmarks_format is not None:

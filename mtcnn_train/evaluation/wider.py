@@ -442,10 +442,13 @@ def evaluate_wider_with_detector(cascade: Any, gt: WiderGroundTruth, out_dir: st
 
 def load_ground_truth(*, wider_root: str | Path | None = None, split: str = "val",
                       annotations: str | Path | None = None, images: str | Path | None = None,
-                      gt_dir: str | Path | None = None) -> WiderGroundTruth:
-    """Ground truth from the official .mat files (``gt_dir``), a WIDER-format list
-    (``annotations`` + ``images``), or a WIDER root and split."""
-    from mtcnn_train.datasets.wider import read_wider, wider_paths
+                      gt_dir: str | Path | None = None, fmt: str = "wider",
+                      options: Any = None) -> WiderGroundTruth:
+    """Ground truth from the official .mat files (``gt_dir``), an annotation file in any box
+    format ``fmt`` (``annotations`` + ``images``; see :mod:`datasets.formats`), or a WIDER root
+    and split."""
+    from mtcnn_train.datasets.formats import ReadOptions, read_dataset, resolve_format
+    from mtcnn_train.datasets.wider import wider_paths
 
     if annotations is not None and wider_root is not None:
         raise UserError("give either --annotations/--images or --wider-root/--split, not both")
@@ -458,22 +461,24 @@ def load_ground_truth(*, wider_root: str | Path | None = None, split: str = "val
         return load_wider_mat(gt_dir, images_root, split if split else "val")
     if annotations is None:
         raise UserError("no ground truth: give --wider-root (with --split), --annotations with --images, or --gt-dir")
-    if images_root is None:
+    fmt = resolve_format(fmt, annotations)
+    if images_root is None and fmt == "wider":
         raise UserError("--annotations needs --images (the folder its image names are relative to)")
-    return ground_truth_from_records(read_wider(annotations, images_root))
+    return ground_truth_from_records(read_dataset(fmt, annotations, images_root, options or ReadOptions()))
 
 
 def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | None = None,
                        predictions: str | Path | None = None, wider_root: str | Path | None = None,
                        split: str = "val", annotations: str | Path | None = None, images: str | Path | None = None,
                        gt_dir: str | Path | None = None, stages: str | None = None,
-                       echo=print) -> dict[str, WiderAP]:
+                       echo=print, fmt: str = "wider", options: Any = None) -> dict[str, WiderAP]:
     """``eval wider``: ground truth from any source, predictions from a detector or a folder."""
     from mtcnn_train.evaluation.fddb import detector_fingerprint
 
     if (weights is None) == (predictions is None):
         raise UserError("give exactly one of --weights (run the detector) or --predictions (score a folder)")
-    gt = load_ground_truth(wider_root=wider_root, split=split, annotations=annotations, images=images, gt_dir=gt_dir)
+    gt = load_ground_truth(wider_root=wider_root, split=split, annotations=annotations, images=images, gt_dir=gt_dir,
+                           fmt=fmt, options=options)
     if not gt.keys:
         raise UserError("the ground truth lists no images")
     if predictions is not None:

@@ -131,22 +131,20 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
     """Read the configured box set and landmark list (or take the given records) and split them.
 
     ``wider_records`` / ``landmark_records`` let a caller (a notebook, a test) pass records it
-    already holds; otherwise ``data.wider_root`` and ``data.landmarks`` are read.
+    already holds; otherwise the box set (``data.wider_root`` or ``data.boxes``, any box format)
+    and ``data.landmarks`` are read.  The box set's training faces that carry all five landmarks
+    give landmark crops too, before those of the landmark list.
     """
     inputs = SampleInputs()
     data = cfg.data
-    if wider_records is None and data.wider_root:
-        from mtcnn_train.datasets.wider import read_wider, wider_paths
+    if wider_records is None:
+        from mtcnn_train.datasets.formats import read_box_set
 
-        root = cfg.resolve_path(data.wider_root)
-        annotation, images_root = wider_paths(root, data.wider_split)
-        if not annotation.is_file():
-            raise UserError(f"{root}: no WIDER annotation file {annotation.relative_to(root)} "
-                            "(--wider-root must hold wider_face_split/ and WIDER_<split>/)")
-        wider_records = read_wider(annotation, images_root)
-        if not wider_records:
-            raise UserError(f"{annotation}: the annotation file lists no images")
-        inputs.sources["wider"] = {"annotation": str(annotation), "images_root": str(images_root)}
+        box_set = read_box_set(cfg)
+        if box_set is not None:
+            wider_records, inputs.sources["wider"] = box_set
+            if not wider_records:
+                raise UserError(f"{inputs.sources['wider'].get('annotation')}: the annotation file lists no images")
     if wider_records is not None:
         records = list(wider_records)
         train, val = split_train_val(records, data.val_fraction, data.val_seed)
@@ -161,6 +159,22 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
         inputs.sources.setdefault("wider", {})
         inputs.sources["wider"].update({"records": len(records), "train_images": len(train),
                                         "val_images": len(val), "sampled_images": len(chosen)})
+        if landmark_records is None:
+            # A box set with landmarks (COCO keypoints, YOLO-face) gives landmark crops of the
+            # faces of the same training images, alongside any landmark list.
+            from mtcnn_train.datasets.formats import landmark_faces
+
+            own = landmark_faces([r for _, r in chosen])
+            derive = derive_landmark_boxes(cfg.sampling.landmark_boxes, "boxes")
+            if own:
+                if derive:
+                    from mtcnn_train.datasets.landmarks import box_from_landmarks
+
+                    for record in own:
+                        record.boxes = box_from_landmarks(record.landmarks).astype(np.float32)
+                inputs.landmarks = list(enumerate(own))
+                inputs.sources["landmarks"] = {"list": "the box set's faces with five landmarks", "format": "boxes",
+                                               "boxes": "derived from the points" if derive else "from the file"}
     if landmark_records is None and data.landmarks:
         from mtcnn_train.datasets.landmarks import read_landmarks
 
@@ -172,16 +186,24 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
         landmark_records = read_landmarks(path, fmt=fmt, derive_boxes=derive)
         if not landmark_records:
             raise UserError(f"{path}: the landmark list holds no faces")
-        inputs.sources["landmarks"] = {"list": str(path), "format": fmt,
-                                       "boxes": "derived from the points" if derive else "from the file"}
+        where = {"list": str(path), "format": fmt, "boxes": "derived from the points" if derive else "from the file"}
+        if inputs.landmarks:  # the box set's own landmark faces come first
+            where["box_set_faces"] = len(inputs.landmarks)
+        inputs.sources["landmarks"] = where
     if landmark_records is not None:
+        # data.landmarks_val_fraction of the list's faces are held out of every sample set (the
+        # landmark validation split); indices stay positions in the full list, so seeds do not move.
         records = list(landmark_records)
-        train, val = split_train_val(records, data.landmarks_val_fraction, data.val_seed)
-        train_ids = {id(r) for r in train}
-        inputs.landmarks = [(i, r) for i, r in enumerate(records) if id(r) in train_ids]
-        inputs.sources.setdefault("landmarks", {}).update({"faces": len(inputs.landmarks), "val_faces": len(val)})
+        _, val = split_train_val(records, data.landmarks_val_fraction, data.val_seed)
+        held_out = {id(r) for r in val}
+        own = [r for _, r in inputs.landmarks]
+        inputs.landmarks = [(i, r) for i, r in enumerate(own + records) if id(r) not in held_out]
+        inputs.sources.setdefault("landmarks", {})["val_faces"] = len(val)
+    if inputs.landmarks:
+        inputs.sources.setdefault("landmarks", {})["faces"] = len(inputs.landmarks)
     if not inputs.wider and not inputs.landmarks:
-        raise UserError("nothing to sample: set data.wider_root (or --wider-root) and/or data.landmarks (or --landmarks)")
+        raise UserError("nothing to sample: set data.wider_root (or --wider-root) or data.boxes (or --boxes), "
+                        "and/or data.landmarks (or --landmarks)")
     return inputs
 
 
@@ -290,6 +312,18 @@ def load_ahead(paths: Sequence[Path]) -> Iterator[LoadedImage]:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _load_ahead_once(paths: Sequence[Path]) -> Iterator[LoadedImage]:
+    """:func:`load_ahead`, decoding a run of equal paths once (the faces of one photo in a box
+    set with landmarks follow each other): they share one array instead of a copy each."""
+    firsts = [i == 0 or paths[i - 1] != path for i, path in enumerate(paths)]
+    loaded = load_ahead([path for path, first in zip(paths, firsts) if first])
+    current = None
+    for first in firsts:
+        if first:
+            current = next(loaded)
+        yield current
+
+
 def _needs_conversion(path: Path) -> bool:
     """Whether the file is not plain 8-bit RGB (grayscale, RGBA, palette, CMYK, 16-bit): header only."""
     from PIL import Image
@@ -370,7 +404,7 @@ def process_landmark_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str
             continue
         usable.append((seed_index, source_index, record, face, points))
     images, plans, sources = [], [], []
-    loaded_images = load_ahead([item[2].image_path for item in usable])
+    loaded_images = _load_ahead_once([item[2].image_path for item in usable])
     for (seed_index, source_index, record, face, points), loaded in zip(usable, loaded_images):
         name = record_key(record)
         image = count_loaded(loaded, name, stats)

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtcnn_train.checkpoint import (check_state_dict, load_checkpoint, load_stage_net, save_checkpoint,
-                                    stage_weights_path)
+from mtcnn_train.checkpoint import (check_state_dict, init_record, load_checkpoint, load_stage_net,
+                                    save_checkpoint, stage_weights_path)
 from mtcnn_train.config import STAGE_SIZE, STAGES, Config, StageTrainConfig, config_from_dict, save_config
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
@@ -89,6 +89,8 @@ class StageRun:
     weights: LossWeights
     batch_size: int               # global batch (all ranks together)
     steps_per_epoch: int
+    #: Where the starting weights came from (``init``: fine-tuning), saved in every checkpoint.
+    initialised_from: dict[str, Any] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         amp = self.train_cfg.amp
@@ -192,8 +194,10 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
 
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
     net = build_net(stage)
+    initialised_from = None
     if init is not None:
         net.load_state_dict(load_stage_net(init, stage).state_dict())
+        initialised_from = init_record(init, stage)
     net = net.to(device)
     model: nn.Module = net
     if ctx.enabled:
@@ -207,7 +211,7 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     return StageRun(stage, cfg, train_cfg, ctx, device, data, torch.from_numpy(train_ids).long(),
                     torch.from_numpy(val_ids).long(), net, model, optimizer, scheduler, scaler,
-                    LossWeights.from_config(train_cfg), batch_size, steps_per_epoch)
+                    LossWeights.from_config(train_cfg), batch_size, steps_per_epoch, initialised_from)
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,6 +340,7 @@ def training_state(run: StageRun, progress: Progress, train_sums: torch.Tensor) 
         "rng": rng_state(),
         "config": run.cfg.to_dict(),
         "window_rule": TRAINED_WINDOW_RULE,
+        "initialised_from": run.initialised_from,
     }
 
 
@@ -353,6 +358,7 @@ def restore_training_state(run: StageRun, state: dict[str, Any], path: Path) -> 
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     restore_rng_state(state["rng"])
+    run.initialised_from = state.get("initialised_from")
     progress = Progress(state["epoch"], state["step_in_epoch"], state["best_loss"], state["best_epoch"],
                         list(state["history"]), bool(state["finished"]))
     return progress, state["train_sums"]
@@ -477,7 +483,8 @@ def selection_score(best_by: str, metrics: dict[str, Any], epoch: int) -> float:
 
 def best_payload(run: StageRun, metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
     return {"stage": run.stage, "model": run.net.state_dict(), "config": run.cfg.to_dict(),
-            "metrics": metrics, "epoch": epoch, "window_rule": TRAINED_WINDOW_RULE}
+            "metrics": metrics, "epoch": epoch, "window_rule": TRAINED_WINDOW_RULE,
+            "initialised_from": run.initialised_from}
 
 
 # --------------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_a_good_file_passes_with_a_summary(cli_runner, tmp_path):
 
 def test_the_cli_offers_exactly_the_formats_the_readers_know():
     from mtcnn_train.cli.data import DATA_FORMATS
-    from mtcnn_train.datasets import check, landmarks
+    from mtcnn_train.datasets import formats, landmarks
 
-    assert check.LANDMARK_FORMATS == landmarks.LANDMARK_FORMATS
-    assert DATA_FORMATS == check.DATASET_FORMATS
+    assert formats.LANDMARK_FORMATS == landmarks.LANDMARK_FORMATS
+    assert DATA_FORMATS == ("auto",) + formats.DATASET_FORMATS
