@@ -10,7 +10,7 @@ import numpy as np
 from mtcnn_train.datasets.annotation_text import location
 from mtcnn_train.datasets.formats import ReadOptions, read_dataset, resolve_format
 from mtcnn_train.datasets.records import FaceRecord
-from mtcnn_train.errors import AnnotationError
+from mtcnn_train.errors import AnnotationError, UserError
 
 
 @dataclass
