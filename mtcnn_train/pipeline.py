@@ -87,15 +87,12 @@ def validation_records(cfg: Config) -> list[Any]:
 
 def landmark_validation_records(cfg: Config) -> list[Any]:
     """The landmark faces held out of every sample set (``data.landmarks_val_fraction``)."""
-    from mtcnn_train.datasets.landmarks import read_landmarks
     from mtcnn_train.datasets.split import split_train_val
-    from mtcnn_train.samples.generate import _landmark_format, derive_landmark_boxes
+    from mtcnn_train.samples.generate import read_landmark_list
 
     if not cfg.data.landmarks or cfg.data.landmarks_val_fraction <= 0:
         return []
-    path = cfg.resolve_path(cfg.data.landmarks)
-    fmt = _landmark_format(path, cfg.data.landmarks_format)
-    records = read_landmarks(path, fmt=fmt, derive_boxes=derive_landmark_boxes(cfg.sampling.landmark_boxes, fmt))
+    records, _ = read_landmark_list(cfg)
     return split_train_val(records, cfg.data.landmarks_val_fraction, cfg.data.val_seed)[1]
 
 

@@ -126,6 +126,23 @@ def derive_landmark_boxes(rule: str, fmt: str) -> bool:
     return rule == "derived" or (rule == "auto" and fmt in ("mtfl", "celeba-aligned"))
 
 
+def read_landmark_list(cfg: Config) -> tuple[list[FaceRecord], dict[str, str]]:
+    """The configured landmark list (``data.landmarks``), boxed as ``sampling.landmark_boxes``
+    says, and where it came from."""
+    from mtcnn_train.datasets.landmarks import read_landmarks
+
+    path = cfg.resolve_path(cfg.data.landmarks)
+    if not path.is_file():
+        raise UserError(f"{path}: landmark list not found")
+    fmt = _landmark_format(path, cfg.data.landmarks_format)
+    derive = derive_landmark_boxes(cfg.sampling.landmark_boxes, fmt)
+    records = read_landmarks(path, fmt=fmt, derive_boxes=derive)
+    if not records:
+        raise UserError(f"{path}: the landmark list holds no faces")
+    return records, {"list": str(path), "format": fmt,
+                     "boxes": "derived from the points" if derive else "from the file"}
+
+
 def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
                 landmark_records: Sequence[FaceRecord] | None = None) -> SampleInputs:
     """Read the configured box set and landmark list (or take the given records) and split them.
@@ -176,17 +193,7 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
                 inputs.sources["landmarks"] = {"list": "the box set's faces with five landmarks", "format": "boxes",
                                                "boxes": "derived from the points" if derive else "from the file"}
     if landmark_records is None and data.landmarks:
-        from mtcnn_train.datasets.landmarks import read_landmarks
-
-        path = cfg.resolve_path(data.landmarks)
-        if not path.is_file():
-            raise UserError(f"{path}: landmark list not found")
-        fmt = _landmark_format(path, data.landmarks_format)
-        derive = derive_landmark_boxes(cfg.sampling.landmark_boxes, fmt)
-        landmark_records = read_landmarks(path, fmt=fmt, derive_boxes=derive)
-        if not landmark_records:
-            raise UserError(f"{path}: the landmark list holds no faces")
-        where = {"list": str(path), "format": fmt, "boxes": "derived from the points" if derive else "from the file"}
+        landmark_records, where = read_landmark_list(cfg)
         if inputs.landmarks:  # the box set's own landmark faces come first
             where["box_set_faces"] = len(inputs.landmarks)
         inputs.sources["landmarks"] = where
