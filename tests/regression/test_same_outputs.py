@@ -1,0 +1,43 @@
+"""The commands give the same outputs as main before the reorganisation of issue 18 (see outputs.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.regression.outputs import EXPECTED, produce
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    return produce(tmp_path_factory.mktemp("same_outputs"))
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return json.loads(EXPECTED.read_text())
+
+
+@pytest.mark.parametrize("part", ["synthetic_files", "pnet_samples", "rnet_samples", "onet_samples"])
+def test_files_written_by_integer_code_are_byte_identical(outputs, expected, part):
+    assert outputs[part] == expected[part]
+
+
+def test_trained_weights_match_to_float_rounding(outputs, expected):
+    assert outputs["trained_pnet"].keys() == expected["trained_pnet"].keys()
+    for name, sums in expected["trained_pnet"].items():
+        np.testing.assert_allclose(outputs["trained_pnet"][name], sums, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_detections_match(outputs, expected):
+    got, want = outputs["detections"], expected["detections"]
+    assert got["detection"] == want["detection"]
+    assert [image["file"].rsplit("/", 1)[-1] for image in got["images"]] == \
+        [image["file"].rsplit("/", 1)[-1] for image in want["images"]]
+    for got_image, want_image in zip(got["images"], want["images"]):
+        assert len(got_image["faces"]) == len(want_image["faces"]), want_image["file"]
+        for got_face, want_face in zip(got_image["faces"], want_image["faces"]):
+            np.testing.assert_allclose(got_face["box"], want_face["box"], atol=0.02)
+            np.testing.assert_allclose(got_face["landmarks"], want_face["landmarks"], atol=0.02)
+            assert got_face["score"] == pytest.approx(want_face["score"], abs=1e-4)
