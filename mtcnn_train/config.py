@@ -19,11 +19,8 @@ from typing import Any
 import yaml
 
 from mtcnn_train.errors import ConfigError
+from mtcnn_train.stages import STAGES
 
-STAGES = ("pnet", "rnet", "onet")
-#: Input size of each network, in pixels.
-STAGE_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
-SAMPLE_TYPES = ("negative", "positive", "part", "landmark")
 
 
 @dataclass

@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mtcnn_train.checkpoint import stage_weights_path
-from mtcnn_train.config import STAGES, DetectionConfig
+from mtcnn_train.config import DetectionConfig
+from mtcnn_train.stages import STAGES
 from mtcnn_train.detector import Cascade, Detections
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image

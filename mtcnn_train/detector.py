@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtcnn_train.checkpoint import checkpoint_window_rule, load_stage_net, stage_weights_path
-from mtcnn_train.config import STAGES, DetectionConfig
+from mtcnn_train.config import DetectionConfig
+from mtcnn_train.stages import STAGES
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
     batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_point_fractions,

@@ -23,6 +23,13 @@ def at(path: str | Path, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its class name:
+    how a library's multi-line error is quoted inside one of ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else exc.__class__.__name__
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for a failed file operation: the path(s) and the system's reason (errno text)."""
     reason = exc.strerror or str(exc) or exc.__class__.__name__

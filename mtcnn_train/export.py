@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from mtcnn_train.checkpoint import load_checkpoint, load_stage_net, stage_weights_path
-from mtcnn_train.config import STAGE_SIZE, STAGES
+from mtcnn_train.stages import INPUT_SIZE, STAGES
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_bytes, atomic_write_json
 
@@ -65,7 +65,7 @@ def _dynamic_axes(stage: str) -> dict[str, dict[int, str]]:
 
 
 def _export_onnx(net: torch.nn.Module, stage: str, path: Path) -> None:
-    size = STAGE_SIZE[stage]
+    size = INPUT_SIZE[stage]
     # P-Net is traced at a non-square size so no axis is specialised to a constant by accident.
     example = torch.zeros(2, 3, size + 10 if stage == "pnet" else size, size + 22 if stage == "pnet" else size)
     # Exported to memory, then written by our atomic writer: torch's own file writer aborts the
@@ -106,7 +106,7 @@ def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tu
         else:
             _export_torchscript(net, target)
         source = load_checkpoint(stage_weights_path(run_dir, stage))
-        record["models"][stage] = {"file": target.name, "input_size": STAGE_SIZE[stage],
+        record["models"][stage] = {"file": target.name, "input_size": INPUT_SIZE[stage],
                                    "dynamic": list(_dynamic_axes(stage)[INPUT_NAME].values()),
                                    "source": str(stage_weights_path(run_dir, stage)),
                                    "source_epoch": int(source.get("epoch", 0))}

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mtcnn_train.config import STAGES, Config, config_from_dict, load_config, save_config
+from mtcnn_train.config import Config, config_from_dict, load_config, save_config
+from mtcnn_train.stages import STAGES
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_json
+from mtcnn_train.samples.labels import SAMPLE_TYPES
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-SAMPLE_TYPES = ("negative", "positive", "part", "landmark")
 
 
 @dataclass

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from mtcnn_train.checkpoint import save_checkpoint, stage_weights_path, torch_load_failure
-from mtcnn_train.config import STAGES, Config
+from mtcnn_train.config import Config
+from mtcnn_train.stages import STAGES
 from mtcnn_train.errors import UserError
 from mtcnn_train.nets import build_net
 

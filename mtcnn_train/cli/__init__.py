@@ -14,18 +14,10 @@ import sys
 
 import click
 
-from mtcnn_train import __version__
+from mtcnn_train.cli.common import cli, release_output_locks
 from mtcnn_train.errors import UserError, os_error_message
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="mtcnn-train")
-def cli() -> None:
-    """Train MTCNN face detectors end to end: samples, P-Net, R-Net, O-Net, evaluation."""
-
-
-# Each module registers its commands on ``cli`` when imported.
-from mtcnn_train.cli.common import release_output_locks  # noqa: E402
+# Each module registers its commands on the ``cli`` group of cli/common.py when imported.
 from mtcnn_train.cli import data, samples, train, detect, evaluate, export, pipeline  # noqa: E402,F401
 
 

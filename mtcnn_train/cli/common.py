@@ -7,9 +7,16 @@ from typing import Callable
 
 import click
 
+from mtcnn_train import __version__
 from mtcnn_train.config import Config, load_config
 from mtcnn_train.errors import UserError
 from mtcnn_train.folder_lock import LOCK_FILE, FolderLock
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mtcnn-train")
+def cli() -> None:
+    """Train MTCNN face detectors end to end: samples, P-Net, R-Net, O-Net, evaluation."""
 
 
 def config_options(func: Callable) -> Callable:

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options
+from mtcnn_train.cli.common import cli, config_options
 from mtcnn_train.errors import UserError
 
 

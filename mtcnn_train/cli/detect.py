@@ -5,9 +5,8 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config, lock_output_dir
-from mtcnn_train.config import STAGES
+from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir
+from mtcnn_train.stages import STAGES
 
 
 @cli.command("detect")

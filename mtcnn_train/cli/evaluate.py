@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config, prepare_output_dir
+from mtcnn_train.cli.common import cli, config_options, get_config, prepare_output_dir
 from mtcnn_train.datasets.formats import BOX_FORMATS
 from mtcnn_train.errors import UserError
 

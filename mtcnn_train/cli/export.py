@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import lock_output_dir
+from mtcnn_train.cli.common import cli, lock_output_dir
 
 
 @cli.command("export")

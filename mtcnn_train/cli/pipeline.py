@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config, lock_output_dir
+from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir
 
 
 @cli.command("demo")
@@ -49,7 +48,7 @@ def demo(out: Path, images: int, seed: int, quiet: bool, config_path: Path | Non
 def pipeline(out: Path, stages: str, evaluate: bool, init: Path | None, quiet: bool, config_path: Path | None,
              overrides: tuple[str, ...]) -> None:
     """Run every stage of a config in order (samples, P-Net, mining, R-Net, mining, O-Net, eval)."""
-    from mtcnn_train.config import STAGES
+    from mtcnn_train.stages import STAGES
     from mtcnn_train.io import atomic_write_json
     from mtcnn_train.pipeline import evaluate_validation_split, run_pipeline
 

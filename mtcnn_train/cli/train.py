@@ -11,8 +11,7 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli import cli
-from mtcnn_train.cli.common import config_options, get_config, lock_output_dir
+from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir
 
 SIZES = {"pnet": 12, "rnet": 24, "onet": 48}
 

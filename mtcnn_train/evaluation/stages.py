@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mtcnn_train.config import STAGES
+from mtcnn_train.stages import STAGES
 from mtcnn_train.geometry import iou_matrix
 
 #: IoU levels at which the stages' recall is reported.

@@ -490,7 +490,7 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
     if stages is None:
         # All the stages the folder holds: P, P+R or P+R+O.
         from mtcnn_train.checkpoint import stage_weights_path
-        from mtcnn_train.config import STAGES
+        from mtcnn_train.stages import STAGES
 
         held = [s for s in STAGES if stage_weights_path(Path(weights), s).is_file()]
         stages = held[-1] if held else "pnet"

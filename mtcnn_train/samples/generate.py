@@ -48,25 +48,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mtcnn_train.config import STAGE_SIZE, Config, save_config
+from mtcnn_train.config import Config, save_config
+from mtcnn_train.stages import INPUT_SIZE
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.datasets.split import record_key, split_train_val
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.geometry import clip_boxes
 from mtcnn_train.io import fault_point, load_image, remove_stale_temp_files
 from mtcnn_train.samples import sampling as smp
-from mtcnn_train.samples.shards import (
-    ARRAY_DTYPES,
-    CONTACT_SHEET,
-    LABEL_LANDMARK,
-    LABEL_NAMES,
-    MANIFEST,
-    concat_arrays,
-    count_by_type,
-    empty_arrays,
-    shard_stem,
-    write_sample_set,
-)
+from mtcnn_train.samples.shards import ARRAY_DTYPES, CONTACT_SHEET, MANIFEST, concat_arrays, count_by_type, empty_arrays, shard_stem, write_sample_set
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NAMES
 
 #: Detection images per work unit (a unit is the grain of resuming and of parallel work).
 WIDER_UNIT = 32
@@ -757,7 +748,7 @@ def generate_samples(cfg: Config, out_dir: str | Path, stage: str = "pnet", weig
 
     start = time.perf_counter()
     out = Path(out_dir)
-    size = STAGE_SIZE[stage]
+    size = INPUT_SIZE[stage]
     mining = None
     weights_hash = ""
     if stage != "pnet":
@@ -850,7 +841,7 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
         local = chosen[(chosen >= bounds[k]) & (chosen < bounds[k + 1])] - bounds[k]
         if len(local):
             parts.append({key: np.asarray(_unit_array(work, unit, key)[local]) for key in ARRAY_DTYPES})
-    arrays = concat_arrays(parts, STAGE_SIZE[stage]) if parts else empty_arrays(STAGE_SIZE[stage])
+    arrays = concat_arrays(parts, INPUT_SIZE[stage]) if parts else empty_arrays(INPUT_SIZE[stage])
 
     stats = _sum_stats([json.loads((work / unit.name / UNIT_STATS).read_text()) for unit in units])
     problems = stats.pop("problems")

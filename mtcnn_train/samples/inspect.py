@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from mtcnn_train.io import save_image
-from mtcnn_train.samples.shards import CONTACT_SHEET, LABEL_NAMES, SampleSet
+from mtcnn_train.samples.shards import CONTACT_SHEET, SampleSet
+from mtcnn_train.samples.labels import LABEL_NAMES
 
 _LABEL_WIDTH = 170
 _GAP = 4

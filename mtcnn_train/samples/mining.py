@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from mtcnn_train.config import STAGE_SIZE, STAGES, Config
+from mtcnn_train.config import Config
+from mtcnn_train.stages import INPUT_SIZE, STAGES
 from mtcnn_train.datasets.split import record_key
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import iou_matrix
@@ -123,7 +124,7 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
 
     stats = gen._new_stats()
     stats.update({"faces_usable": 0, "candidates": 0, **{f"covered_{level}": 0 for level in RECALL_LEVELS}})
-    size = STAGE_SIZE[stage]
+    size = INPUT_SIZE[stage]
     cascade = _cascade(weights, stage, mining_detection_config(cfg))
     bands = smp.Bands.from_config(cfg.sampling)
     parts, origins = [], []
@@ -170,7 +171,7 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
 
 def composition(labels: np.ndarray, origin: np.ndarray) -> dict[str, dict[str, int]]:
     """Per detection sample type, how many crops came from detections and how many from the top-up."""
-    from mtcnn_train.samples.shards import LABEL_OF
+    from mtcnn_train.samples.labels import LABEL_OF
 
     out = {}
     for name in ("negative", "positive", "part"):

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from mtcnn_train.geometry import box_offsets, iou_matrix, landmark_offsets, mirror_box_offsets, mirror_point_fractions
-from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
+from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 #: Internal label of candidates that fall in no band (never stored).
 DISCARD = 99
@@ -529,7 +529,7 @@ def target_counts(available: dict[str, int], ratio: dict[str, float], total: int
 
 def select_by_ratio(labels: np.ndarray, targets: dict[str, int], seed: int) -> np.ndarray:
     """Indices (ascending) of a seeded random subset of ``labels`` with ``targets[type]`` per type."""
-    from mtcnn_train.samples.shards import LABEL_OF
+    from mtcnn_train.samples.labels import LABEL_OF
 
     labels = np.asarray(labels)
     chosen = []

@@ -28,15 +28,8 @@ import numpy as np
 
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_path, atomic_write_json
+from mtcnn_train.samples.labels import LABEL_NAMES, LABEL_OF
 
-# Labels follow the convention of the common MTCNN training code: the sign tells whether the
-# sample feeds the face/non-face loss (0 and 1) or not (part faces and landmark faces).
-LABEL_NEGATIVE = 0
-LABEL_POSITIVE = 1
-LABEL_PART = -1
-LABEL_LANDMARK = -2
-LABEL_NAMES = {LABEL_NEGATIVE: "negative", LABEL_POSITIVE: "positive", LABEL_PART: "part", LABEL_LANDMARK: "landmark"}
-LABEL_OF = {name: label for label, name in LABEL_NAMES.items()}
 
 ARRAY_DTYPES: dict[str, Any] = {
     "images": np.uint8,

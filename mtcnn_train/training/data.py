@@ -26,7 +26,8 @@ import torch
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import mirror_box_offsets, mirror_point_fractions
 from mtcnn_train.nets import normalize
-from mtcnn_train.samples.shards import LABEL_NAMES, LABEL_LANDMARK, LABEL_PART, LABEL_POSITIVE, SampleSet
+from mtcnn_train.samples.shards import SampleSet
+from mtcnn_train.samples.labels import LABEL_NAMES, LABEL_LANDMARK, LABEL_PART, LABEL_POSITIVE
 
 #: Contrast is scaled by a factor drawn from [1 - CONTRAST_JITTER, 1 + CONTRAST_JITTER] around each
 #: crop's mean, brightness shifted by up to BRIGHTNESS_JITTER grey levels (of 255).

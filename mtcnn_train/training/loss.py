@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mtcnn_train.samples.shards import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 #: OHEM ratios are applied in exact integer arithmetic with this many steps per unit, so that
 #: ``floor(0.7 * 10)`` is 7 and never 6 through floating-point rounding.
@@ -119,7 +119,7 @@ def multitask_loss(logits: torch.Tensor, box_pred: torch.Tensor, landmark_pred: 
     Args:
         logits: ``(N, 2)`` raw face/non-face scores (P-Net maps flattened first).
         box_pred, landmark_pred: ``(N, 4)`` and ``(N, 10)`` predicted offsets.
-        labels: ``(N,)`` integer labels (``samples.shards.LABEL_*``).
+        labels: ``(N,)`` integer labels (``samples.labels.LABEL_*``).
         box_targets, landmark_targets: ``(N, 4)`` and ``(N, 10)``; NaN (or anything) where unused.
     """
     logits, box_pred, landmark_pred = logits.float(), box_pred.float(), landmark_pred.float()

@@ -47,7 +47,8 @@ from torch import nn
 
 from mtcnn_train.checkpoint import (check_state_dict, init_record, load_checkpoint, load_stage_net,
                                     save_checkpoint, stage_weights_path)
-from mtcnn_train.config import STAGE_SIZE, STAGES, Config, StageTrainConfig, config_from_dict, save_config
+from mtcnn_train.config import Config, StageTrainConfig, config_from_dict, save_config
+from mtcnn_train.stages import INPUT_SIZE, STAGES
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 from mtcnn_train.nets import build_net
@@ -156,7 +157,7 @@ def open_samples(stage: str, sample_dirs: Iterable[str | Path]) -> SampleSet:
     """Open the sample folders and check their crops fit the stage's net."""
     dirs = [Path(d) for d in sample_dirs]
     sample_set = SampleSet.open(dirs)
-    expected = STAGE_SIZE[stage]
+    expected = INPUT_SIZE[stage]
     if sample_set.crop_size != expected:
         raise UserError(f"{dirs[0]}: holds {sample_set.crop_size}x{sample_set.crop_size} crops, but {stage} trains "
                         f"on {expected}x{expected}; make samples with 'mtcnn-train gen-samples --stage {stage}'")

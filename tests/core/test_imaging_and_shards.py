@@ -4,8 +4,8 @@ import pytest
 
 from mtcnn_train.errors import UserError
 from mtcnn_train.imaging import crop_resize_numpy
-from mtcnn_train.samples.shards import (LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, SampleSet,
-                                         empty_arrays, write_sample_set)
+from mtcnn_train.samples.shards import SampleSet, empty_arrays, write_sample_set
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 
 def test_crop_resize_matches_opencv_and_pads_with_zeros():

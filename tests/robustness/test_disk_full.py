@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtcnn_train.errors import UserError
-from mtcnn_train.samples.shards import (ARRAY_DTYPES, LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE,
-                                         MANIFEST, SampleSet, empty_arrays, write_sample_set)
+from mtcnn_train.samples.shards import ARRAY_DTYPES, MANIFEST, SampleSet, empty_arrays, write_sample_set
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
 

@@ -30,8 +30,8 @@ from mtcnn_train.datasets.landmarks import CELEBA_LANDMARK_HEADER, read_landmark
 from mtcnn_train.datasets.wider import read_wider
 from mtcnn_train.errors import AnnotationError, UserError
 from mtcnn_train.nets import build_net
-from mtcnn_train.samples.shards import (LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, MANIFEST,
-                                         SampleSet, empty_arrays, write_sample_set)
+from mtcnn_train.samples.shards import MANIFEST, SampleSet, empty_arrays, write_sample_set
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 
 class RunsCode:

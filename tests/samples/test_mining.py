@@ -14,7 +14,8 @@ from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.mining import (
     ORIGIN_DETECTION, ORIGIN_TOP_UP, cap_negatives, composition, label_candidates, mining_detection_config,
     recall_counts, recall_summary, weights_fingerprint)
-from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, SampleSet
+from mtcnn_train.samples.shards import SampleSet
+from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 BANDS = smp.Bands.from_config(load_config(None).sampling)
 

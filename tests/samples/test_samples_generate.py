@@ -17,13 +17,8 @@ from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import MIRROR_POINT_ORDER, calibrate, iou_matrix, landmarks_from_offsets
 from mtcnn_train.samples import generate
 from mtcnn_train.samples.generate import LANDMARK_PREFIX, WIDER_PREFIX, generate_pnet_samples
-from mtcnn_train.samples.shards import (
-    LABEL_LANDMARK,
-    LABEL_NEGATIVE,
-    LABEL_PART,
-    LABEL_POSITIVE,
-    SampleSet,
-)
+from mtcnn_train.samples.shards import SampleSet
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 from samples_synthetic_data import small_config, synthetic_data  # noqa: F401  (fixtures used below)
 

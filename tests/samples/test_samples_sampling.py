@@ -11,7 +11,7 @@ from mtcnn_train.datasets.split import split_train_val
 from mtcnn_train.geometry import calibrate, iou_matrix, landmark_offsets, landmarks_from_offsets
 from mtcnn_train.imaging import crop_resize_numpy
 from mtcnn_train.samples import sampling as smp
-from mtcnn_train.samples.shards import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
+from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 
 def smooth_image(shape, seed=0):

@@ -15,7 +15,8 @@ from mtcnn_train.datasets.landmarks import read_landmarks
 from mtcnn_train.datasets.wider import read_wider, wider_paths
 from mtcnn_train.geometry import iou_matrix
 from mtcnn_train.samples.generate import LANDMARK_PREFIX, WIDER_PREFIX, derive_landmark_boxes, generate_pnet_samples
-from mtcnn_train.samples.shards import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, SampleSet
+from mtcnn_train.samples.shards import SampleSet
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 pytestmark = pytest.mark.shared_data
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mtcnn_train.config import load_config
-from mtcnn_train.samples.shards import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE, write_sample_set
+from mtcnn_train.samples.shards import write_sample_set
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 
 def write_tiny_samples(directory: Path, count: int = 400, size: int = 12, seed: int = 0,

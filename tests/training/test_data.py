@@ -8,7 +8,8 @@ import torch
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import box_offsets, landmark_offsets
 from mtcnn_train.nets import normalize
-from mtcnn_train.samples.shards import LABEL_POSITIVE, SampleSet, write_sample_set
+from mtcnn_train.samples.shards import SampleSet, write_sample_set
+from mtcnn_train.samples.labels import LABEL_POSITIVE
 from mtcnn_train.training import data as data_module
 from mtcnn_train.geometry import mirror_box_offsets, mirror_point_fractions
 from mtcnn_train.training.data import SampleTensors, augment_batch, split_by_source

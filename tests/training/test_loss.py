@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtcnn_train.nets import PNet
-from mtcnn_train.samples.shards import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
+from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 from mtcnn_train.training.loss import (LossWeights, flatten_outputs, multitask_loss, ohem_keep_count, ohem_mean,
                                        task_masks)
 
