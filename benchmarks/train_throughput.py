@@ -33,7 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtcnn_train.config import STAGE_SIZE, load_config  # noqa: E402
+from mtcnn_train.config import load_config  # noqa: E402
+from mtcnn_train.stages import INPUT_SIZE  # noqa: E402
 from mtcnn_train.nets import build_net, normalize  # noqa: E402
 from mtcnn_train.samples.shards import write_sample_set  # noqa: E402
 from mtcnn_train.training.loss import LossWeights, flatten_outputs, multitask_loss  # noqa: E402
@@ -220,7 +221,7 @@ def main() -> None:
     print(header)
     with tempfile.TemporaryDirectory(prefix="mtcnn-bench-") as tmp:
         for stage in args.stages:
-            size = STAGE_SIZE[stage]
+            size = INPUT_SIZE[stage]
             arrays = random_arrays(size, SET_SIZE[stage])
             sample_dir, jpeg_dir = Path(tmp) / f"{stage}-shards", Path(tmp) / f"{stage}-jpegs"
             write_sample_set(sample_dir, arrays, {"images": [], "note": "benchmark"})
