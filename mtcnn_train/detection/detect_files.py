@@ -32,10 +32,12 @@ from tqdm import tqdm
 
 from mtcnn_train.checkpoint import stage_weights_path
 from mtcnn_train.config import DetectionConfig
-from mtcnn_train.stages import STAGES
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.cascade import Cascade, Detections
+from mtcnn_train.detection.export import export_models
+from mtcnn_train.detection.onnx_runtime import require_onnxruntime
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
+from mtcnn_train.stages import STAGES, check_stage
 
 BACKENDS = ("torch", "onnx")
 SUMMARY_FILE = "detections.json"
@@ -242,8 +244,6 @@ def _detect_video(cascade: Cascade, item: _Input, out_dir: Path, last: str, anno
 def _onnx_cascade(weights: Path, out_dir: Path, cfg: DetectionConfig, wanted: tuple[str, ...],
                   summary: DetectSummary, echo: Callable[[str], None] | None) -> Cascade:
     """The ONNX cascade from ``weights/*.onnx``, or from ``.pt`` weights exported to ``out_dir/onnx``."""
-    from mtcnn_train.export import export_models, require_onnxruntime
-
     require_onnxruntime()  # before exporting anything
     if all((weights / f"{stage}.onnx").is_file() for stage in wanted):
         summary.onnx_dir = weights
@@ -269,8 +269,7 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
     weights = Path(weights)
     out_dir = Path(out_dir)
     last = last_stage or "onet"
-    if last not in STAGES:
-        raise UserError(f"unknown stage {last!r}; expected one of {', '.join(STAGES)}")
+    check_stage(last)
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected torch or onnx")
     if backend == "onnx" and str(device).startswith("cuda"):

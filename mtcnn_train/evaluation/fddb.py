@@ -931,7 +931,7 @@ def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str |
     """``eval fddb --weights``: load the cascade from a run folder, read the folds, evaluate."""
     check_matching(matching)
     from mtcnn_train.datasets.fddb import read_fddb
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     fold_list = parse_folds(folds)
     records = read_fddb(fddb_root, fold_list)

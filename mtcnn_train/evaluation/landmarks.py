@@ -188,7 +188,7 @@ def evaluate_landmark_records(weights: str | Path, records: Sequence[FaceRecord]
                               echo: Callable[[str], None] = print) -> dict[str, LandmarkResult]:
     """Score a cascade's landmarks on ``records`` (e.g. a held-out split); ``source`` names them in
     ``landmarks.json``.  Writes ``landmarks.json`` and ``ced.png`` in ``out_dir``."""
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
     from mtcnn_train.evaluation.plots import plot_ced
 
     # Stacked: landmark lists are mostly crops of one size, which batch well even on the CPU.

@@ -485,7 +485,7 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
         if stages is not None:
             raise UserError("--stages picks the cascade's last stage; it does not combine with --predictions")
         return evaluate_wider_predictions(gt, read_predictions(predictions), out_dir, cfg, echo)
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     if stages is None:
         # All the stages the folder holds: P, P+R or P+R+O.

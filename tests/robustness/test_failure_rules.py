@@ -30,7 +30,7 @@ from mtcnn_train.evaluation.fddb import write_detections
 from mtcnn_train.folder_lock import LOCK_FILE, FolderLock
 from mtcnn_train.samples.shards import MANIFEST, SampleSet, write_sample_set
 from mtcnn_train.samples.labels import LABEL_LANDMARK
-from tests.detector.test_import import fake_facenet_state_dict
+from tests.detection.test_weights_import import fake_facenet_state_dict
 from tests.evaluation.test_wider import write_official_mats
 from tests.random_nets import make_random_nets
 from tests.file_hashes import changed_files, tree_digest

@@ -4,7 +4,7 @@ Same boxes (each matched one to one at IoU >= 0.99), scores and landmarks up to 
 the nets, at every stage, on synthetic images and on real ones; and ``mtcnn-train detect --backend
 onnx`` writes the same ``detections.json`` as ``--backend torch``, exporting ``.pt`` weights first.
 
-The nets are seeded random ones with their face heads scaled up (as in tests/detector), so that
+The nets are seeded random ones with their face heads scaled up (as in tests/detection), so that
 probabilities spread over (0, 1) and every stage keeps some candidates and drops others.
 """
 from __future__ import annotations
@@ -24,10 +24,11 @@ from mtcnn_train.cli import cli
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.stages import STAGES
 from mtcnn_train.datasets.synthetic import wider_image
-from mtcnn_train.detect_files import detect_paths
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.detect_files import detect_paths
+from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.errors import UserError
-from mtcnn_train.export import OnnxNet, export_models
+from mtcnn_train.detection.export import export_models
+from mtcnn_train.detection.onnx_runtime import OnnxNet
 from mtcnn_train.geometry import iou_matrix
 from mtcnn_train.io import load_image, save_image
 from tests.random_nets import make_random_nets
