@@ -12,7 +12,9 @@ Differences from the published models, each on purpose:
 
 Every net takes images normalised as ``(x - 127.5) / 128`` (see :func:`normalize`) and returns raw
 face logits ``(N, 2)``, box offsets ``(N, 4)`` and landmark offsets ``(N, 10)``; P-Net returns maps
-``(N, 2|4|10, H', W')`` because it runs fully convolutionally on whole images.
+``(N, 2|4|10, H', W')`` because it runs fully convolutionally on whole images.  The cascade's
+faster paths (:meth:`PNet.face_and_box_from_pixels`, :meth:`RNet.face_and_box`) live beside each
+forward, so a net's layer names are read in its own class only.
 """
 from __future__ import annotations
 
