@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mtcnn_train.config import DetectionConfig  # noqa: E402
-from mtcnn_train.detector import Cascade  # noqa: E402
+from mtcnn_train.detection.cascade import Cascade  # noqa: E402
 from mtcnn_train.io import load_image  # noqa: E402
-from mtcnn_train.weights_import import add_counts, facenet_to_edges, import_facenet_weights, parity_counts  # noqa: E402
+from mtcnn_train.detection.weights_import import add_counts, facenet_to_edges, import_facenet_weights, parity_counts  # noqa: E402
 
 
 def wider_images(root: Path, count: int) -> list[Path]:

@@ -31,7 +31,7 @@ def main() -> None:
     from mtcnn_train.datasets.wider import read_wider
     from mtcnn_train.evaluation.wider import prediction_key, write_predictions
     from mtcnn_train.io import load_image
-    from mtcnn_train.weights_import import facenet_to_edges
+    from mtcnn_train.detection.weights_import import facenet_to_edges
 
     torch.set_num_threads(2)
     detector = MTCNN(keep_all=True, device="cpu", min_face_size=20, factor=0.709, thresholds=[0.6, 0.7, 0.7])

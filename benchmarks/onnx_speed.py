@@ -1,6 +1,6 @@
 """Detection speed on the CPU: the cascade with its nets in PyTorch vs in onnxruntime, same weights.
 
-Both cascades are ours (:class:`mtcnn_train.detector.Cascade`), with the same weights and settings;
+Both cascades are ours (:class:`mtcnn_train.detection.cascade.Cascade`), with the same weights and settings;
 one calls the PyTorch nets, the other the same nets exported with ``mtcnn-train export --format
 onnx`` and run by onnxruntime (:meth:`Cascade.from_onnx_dir`).  The pyramid, crops and NMS are the
 same torch code in both, so the difference is the nets' runtime.  Needs the ``onnx`` extra::
@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mtcnn_train.config import DetectionConfig  # noqa: E402
-from mtcnn_train.detector import Cascade  # noqa: E402
-from mtcnn_train.export import export_models  # noqa: E402
+from mtcnn_train.detection.cascade import Cascade  # noqa: E402
+from mtcnn_train.detection.export import export_models  # noqa: E402
 from mtcnn_train.io import load_image  # noqa: E402
-from mtcnn_train.weights_import import add_counts, parity_counts  # noqa: E402
+from mtcnn_train.detection.weights_import import add_counts, parity_counts  # noqa: E402
 
 MIN_IOU = 0.99
 MAX_POINT_ERROR = 0.05
@@ -64,7 +64,7 @@ def load_images(wider: Path, count: int) -> tuple[list[np.ndarray], str]:
 def weights_dir(path: Path | None) -> Path:
     if path is not None:
         return path
-    from mtcnn_train.weights_import import import_facenet_weights
+    from mtcnn_train.detection.weights_import import import_facenet_weights
 
     out = Path(tempfile.mkdtemp(prefix="mtcnn-onnx-bench-"))
     try:

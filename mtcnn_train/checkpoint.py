@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtcnn_train.errors import UserError
+from mtcnn_train.errors import UserError, first_line
 from mtcnn_train.io import atomic_write_bytes
 from mtcnn_train.nets import build_net
 
@@ -47,7 +47,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def checkpoint_window_rule(path: str | Path) -> str:
     """How the P-Net of a checkpoint maps its output cells back to image pixels
-    (:data:`mtcnn_train.detector.WINDOW_RULES`).  The trainer records ``exact``; checkpoints without
+    (:data:`mtcnn_train.detection.cascade.WINDOW_RULES`).  The trainer records ``exact``; checkpoints without
     the entry (imported published weights, and runs older than the entry) use ``reference``."""
     return str(load_checkpoint(path).get("window_rule", "reference"))
 
@@ -118,5 +118,5 @@ def load_stage_net(run_dir_or_file: str | Path, stage: str, device: str | torch.
     try:
         net.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit {stage} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: weights do not fit {stage} ({first_line(exc)})") from None
     return net.to(device).eval()

@@ -36,14 +36,6 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def max_iou(crops: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """For each crop, the highest IoU with any face (0 when there are no faces)."""
-    crops = np.asarray(crops).reshape(-1, 4)
-    if len(np.asarray(faces).reshape(-1, 4)) == 0:
-        return np.zeros(len(crops))
-    return iou_matrix(crops, faces).max(axis=1)
-
-
 def _overlap_torch(boxes: torch.Tensor, mode: str) -> torch.Tensor:
     x1, y1, x2, y2 = boxes.unbind(1)
     area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
@@ -278,16 +270,6 @@ def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
     return boxes
-
-
-def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
-
-
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
 
 
 def ellipse_to_box(ellipses: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Layer names and parameter shapes follow the original Caffe models (as shipped, converted, in
 facenet-pytorch), so the published weights import with
-:func:`mtcnn_train.weights_import.convert_facenet_state_dict`.
+:func:`mtcnn_train.detection.weights_import.convert_facenet_state_dict`.
 Differences from the published models, each on purpose:
 
 * every net has a 10-value landmark head (the paper trains landmarks at all three stages; the
@@ -12,14 +12,17 @@ Differences from the published models, each on purpose:
 
 Every net takes images normalised as ``(x - 127.5) / 128`` (see :func:`normalize`) and returns raw
 face logits ``(N, 2)``, box offsets ``(N, 4)`` and landmark offsets ``(N, 10)``; P-Net returns maps
-``(N, 2|4|10, H', W')`` because it runs fully convolutionally on whole images.
+``(N, 2|4|10, H', W')`` because it runs fully convolutionally on whole images.  The cascade's
+faster paths (:meth:`PNet.face_and_box_from_pixels`, :meth:`RNet.face_and_box`) live beside each
+forward, so a net's layer names are read in its own class only.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mtcnn_train.errors import UserError
+from mtcnn_train.stages import check_stage
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -51,6 +54,21 @@ class PNet(nn.Module):
         x = self.prelu3(self.conv3(x))
         return self.conv4_1(x), self.conv4_2(x), self.conv4_3(x)
 
+    def face_and_box_from_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Face logits and box offsets on raw 0..255 pixels (a pyramid level): the cascade's path.
+
+        The input normalisation is folded into ``conv1`` (``w / 128`` and
+        ``b - 127.5 / 128 * sum(w)``, the same function up to float rounding) and the two heads run
+        as one 1x1 convolution, skipping the landmark head: each saves a pass over the largest maps.
+        """
+        weight = self.conv1.weight * 0.0078125
+        bias = self.conv1.bias - self.conv1.weight.sum((1, 2, 3)) * (127.5 * 0.0078125)
+        x = self.pool1(self.prelu1(F.conv2d(pixels, weight, bias)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        heads = F.conv2d(x, torch.cat([self.conv4_1.weight, self.conv4_2.weight]),
+                         torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
+        return heads[:, :2], heads[:, 2:6]
+
 
 class RNet(nn.Module):
     """Refinement network: 24x24 input."""
@@ -79,6 +97,14 @@ class RNet(nn.Module):
         x = self.prelu3(self.conv3(x))
         x = self.prelu4(self.dense4(x.flatten(1)))
         return self.dense5_1(x), self.dense5_2(x), self.dense5_3(x)
+
+    def face_and_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Face logits and box offsets only: what the cascade reads, skipping the landmark head
+        (the published R-Net has none)."""
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu4(self.dense4(self.prelu3(self.conv3(x)).flatten(1)))
+        return self.dense5_1(x), self.dense5_2(x)
 
 
 class ONet(nn.Module):
@@ -118,6 +144,4 @@ NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
 
 
 def build_net(stage: str) -> nn.Module:
-    if stage not in NETS:
-        raise UserError(f"unknown stage {stage!r}; expected one of {', '.join(NETS)}")
-    return NETS[stage]()
+    return NETS[check_stage(stage)]()

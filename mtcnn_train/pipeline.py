@@ -195,8 +195,9 @@ def evaluate_fddb_set(cfg: Config, run_dir: Path, fddb_root: Path, *, echo: Call
                       stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Score the cascade on every FDDB fold present under ``fddb_root``; returns TPR at fp_points."""
     from mtcnn_train.datasets.fddb import present_folds, read_fddb
-    from mtcnn_train.detector import Cascade
-    from mtcnn_train.evaluation.fddb import detector_fingerprint, evaluate_fddb_with_detector
+    from mtcnn_train.detection.cascade import Cascade
+    from mtcnn_train.evaluation.fddb import evaluate_fddb_with_detector
+    from mtcnn_train.evaluation.runner import detector_fingerprint
 
     folds = present_folds(fddb_root)
     if not folds:
@@ -249,8 +250,8 @@ def evaluate_validation_split(cfg: Config, run_dir: str | Path, stages: tuple[st
                               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """WIDER-protocol AP on the held-out validation images for P, P+R and P+R+O cascades."""
     from mtcnn_train.datasets.wider import write_wider
-    from mtcnn_train.detector import Cascade
-    from mtcnn_train.evaluation.fddb import detector_fingerprint
+    from mtcnn_train.detection.cascade import Cascade
+    from mtcnn_train.evaluation.runner import detector_fingerprint
     from mtcnn_train.evaluation.wider import evaluate_wider_with_detector, ground_truth_from_records
 
     run_dir = Path(run_dir)

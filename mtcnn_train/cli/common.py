@@ -32,11 +32,6 @@ def get_config(config_path: Path | None, overrides: tuple[str, ...]) -> Config:
     return load_config(config_path, list(overrides))
 
 
-def not_built(name: str, issue: str) -> None:
-    """Commands whose issue has not landed yet say so and exit 2."""
-    raise UserError(f"'{name}' is not built yet ({issue})")
-
-
 #: Locks this process holds on its output folders; released when the command ends (cli.main).
 _held_locks: list[FolderLock] = []
 

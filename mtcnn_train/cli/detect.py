@@ -28,7 +28,7 @@ from mtcnn_train.stages import STAGES
 def detect(paths, weights, out, last_stage, device, backend, per_image_json, no_annotate, config_path,
            overrides) -> None:
     """Detect faces and landmarks in images, folders or a video."""
-    from mtcnn_train.detect_files import detect_paths
+    from mtcnn_train.detection.detect_files import detect_paths
 
     cfg = get_config(config_path, overrides)
     lock_output_dir(out)
@@ -56,7 +56,7 @@ def import_weights(source, path, out) -> None:
     PATH is the folder holding facenet-pytorch's pnet.pt, rnet.pt and onet.pt (default: the
     installed package's data folder).
     """
-    from mtcnn_train.weights_import import import_facenet_weights
+    from mtcnn_train.detection.weights_import import import_facenet_weights
 
     lock_output_dir(out)
     written = import_facenet_weights(path, out)

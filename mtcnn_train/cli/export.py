@@ -15,7 +15,7 @@ from mtcnn_train.cli.common import cli, lock_output_dir
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def export(weights: Path, fmt: str, out: Path) -> None:
     """Export the nets: P-Net with dynamic batch, height and width; R-Net and O-Net with dynamic batch."""
-    from mtcnn_train.export import export_models
+    from mtcnn_train.detection.export import export_models
 
     lock_output_dir(out)
     record = export_models(weights, fmt, out)

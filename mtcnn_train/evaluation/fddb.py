@@ -30,7 +30,6 @@ official formats and the ``evaluate_*`` functions drive the detector and write a
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -40,9 +39,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
-from mtcnn_train.errors import AnnotationError, ImageError, UserError
+from mtcnn_train.errors import AnnotationError, UserError
 from mtcnn_train.evaluation.fddb_matching import MATCHING_METHODS, OfficialSolverError, assignment
-from mtcnn_train.io import fault_point, remove_stale_temp_files, atomic_write_json, atomic_write_text, image_size
+from mtcnn_train.evaluation.runner import DetectionLog, detect_images, detector_fingerprint
+from mtcnn_train.io import remove_stale_temp_files, atomic_write_json, atomic_write_text, image_size
 
 #: Threshold the official program gives an image without detections (C++ DBL_MAX on Linux).
 NO_DETECTION_THRESHOLD = sys.float_info.max
@@ -269,13 +269,6 @@ def write_detections(path: str | Path, detections: Mapping[str, np.ndarray] | It
                      ellipse: bool = False) -> None:
     """Write detections in the official layout (coordinates to 0.01 px, scores to 9 digits)."""
     atomic_write_text(path, format_detections(detections, ellipse))
-
-
-def boxes_to_fddb_rows(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Our ``x1 y1 x2 y2`` boxes and scores -> official ``left top width height score`` rows."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores], 1)
 
 
 def read_image_list(path: str | Path) -> list[str]:
@@ -727,114 +720,7 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
 
 
 # --------------------------------------------------------------------------------------------
-# Detector-driven evaluation (resumable: detections are appended per batch to a partial file).
-
-_PARTIAL_NAME = "detections.partial.jsonl"
-_FINGERPRINT_NAME = "detector.json"
-
-
-def detector_fingerprint(weights: str | Path | None, detection_cfg: Any) -> dict[str, Any]:
-    """What the detections depend on: the checkpoints (path, size, mtime) and detection settings."""
-    import dataclasses
-
-    files = {}
-    if weights is not None and Path(weights).is_dir():
-        for p in sorted(Path(weights).glob("*.pt")):
-            st = p.stat()
-            files[p.name] = [st.st_size, st.st_mtime_ns]
-    settings = dataclasses.asdict(detection_cfg) if dataclasses.is_dataclass(detection_cfg) else dict(detection_cfg or {})
-    return {"weights": str(Path(weights).resolve()) if weights is not None else None, "checkpoints": files,
-            "detection": settings}
-
-
-class DetectionLog:
-    """Append-only record of finished images, so that an interrupted evaluation resumes.
-
-    One JSON line per image (name, image size, raw rows); a torn last line from a crash is
-    dropped on reading.  The log is only trusted when ``fingerprint`` (the detector and its
-    settings) is the one it was started with; otherwise it is started afresh.
-    """
-
-    def __init__(self, folder: str | Path, fingerprint: dict[str, Any]):
-        self.path = Path(folder) / _PARTIAL_NAME
-        self.stamp = Path(folder) / _FINGERPRINT_NAME
-        self.fingerprint = json.loads(json.dumps(fingerprint))
-
-    def load(self) -> dict[str, tuple[np.ndarray, tuple[int, int]]]:
-        try:
-            if json.loads(self.stamp.read_text()) != self.fingerprint:
-                return {}
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except (OSError, ValueError):
-            return {}
-        done = {}
-        for line in lines:
-            try:
-                entry = json.loads(line)
-                rows = np.asarray(entry["rows"], dtype=np.float64).reshape(-1, len(entry["rows"][0]) if entry["rows"] else 5)
-                done[str(entry["name"])] = (rows, (int(entry["size"][0]), int(entry["size"][1])))
-            except (ValueError, KeyError, TypeError, IndexError):
-                continue  # torn or foreign line
-        return done
-
-    def start(self) -> None:
-        atomic_write_json(self.stamp, self.fingerprint)
-        atomic_write_text(self.path, "")
-
-    def append(self, batch: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> None:
-        text = "".join(json.dumps({"name": n, "size": list(size), "rows": rows.tolist()}) + "\n"
-                       for n, (rows, size) in batch.items())
-        try:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-        except OSError as exc:  # a write error names no file; say which (load() drops a torn last line)
-            raise UserError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
-        fault_point()
-
-    def finish(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def detect_images(cascade: Any, items: Sequence[tuple[str, Path]], batch_size: int, desc: str,
-                  log: DetectionLog | None = None) -> tuple[dict[str, tuple[np.ndarray, tuple[int, int]]], list[str]]:
-    """Run ``cascade.detect_batch`` over ``(name, image path)`` items, resuming from ``log``.
-
-    Returns name -> (``left top width height score`` rows, ``(height, width)``) for every image
-    done (now or in an earlier run with the same detector), and the names of images that could
-    not be read (counted and skipped, as long stages do).
-    """
-    from tqdm import tqdm
-
-    from mtcnn_train.io import load_image
-
-    done = log.load() if log is not None else {}
-    if log is not None and not done:
-        log.start()
-    wanted = {name for name, _ in items}
-    results = {name: value for name, value in done.items() if name in wanted}
-    todo = [(n, p) for n, p in items if n not in results]
-    skipped: list[str] = []
-    step = max(1, int(batch_size))
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, unit="img")
-    for start in range(0, len(todo), step):
-        chunk = todo[start:start + step]
-        images, names = [], []
-        for name, path in chunk:
-            try:
-                images.append(load_image(path))
-                names.append(name)
-            except ImageError:
-                skipped.append(name)
-        outputs = cascade.detect_batch(images) if images else []
-        batch = {name: (boxes_to_fddb_rows(det.boxes, det.scores), tuple(image.shape[:2]))
-                 for name, image, det in zip(names, images, outputs)}
-        results.update(batch)
-        if log is not None and batch:
-            log.append(batch)
-        bar.update(len(chunk))
-    bar.close()
-    return results, skipped
+# Detector-driven evaluation (the loop and its resumable log: mtcnn_train.evaluation.runner).
 
 
 def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: str | Path, cfg: Any,
@@ -931,7 +817,7 @@ def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str |
     """``eval fddb --weights``: load the cascade from a run folder, read the folds, evaluate."""
     check_matching(matching)
     from mtcnn_train.datasets.fddb import read_fddb
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     fold_list = parse_folds(folds)
     records = read_fddb(fddb_root, fold_list)

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from mtcnn_train.datasets.landmarks import box_from_landmarks
 from mtcnn_train.datasets.records import LANDMARK_NAMES, FaceRecord
-from mtcnn_train.errors import ImageError, UserError
+from mtcnn_train.errors import UserError
+from mtcnn_train.evaluation.runner import detect_batches
 from mtcnn_train.geometry import iou_matrix, landmarks_from_offsets
 from mtcnn_train.io import atomic_write_json, load_image
 
@@ -130,31 +131,31 @@ def evaluate_landmarks(cascade: Any, records: Sequence[FaceRecord], *, min_iou: 
     point_errors: dict[str, list[np.ndarray]] = {p: [] for p in PROTOCOLS}
     faces = 0
     skipped: list[dict[str, Any]] = []
-    with tqdm(total=len(records), desc="landmarks", unit="img", disable=not progress, leave=False) as bar:
-        for lo in range(0, len(records), chunk):
-            images, truths = [], []
-            for record in records[lo:lo + chunk]:
-                if record.landmarks is None or np.isnan(record.landmarks).any(axis=(1, 2)).all():
-                    continue
-                try:
-                    images.append(load_image(record.image_path))
-                except ImageError as exc:
-                    skipped.append({"image": str(record.image_path), "error": str(exc)})
-                    continue
-                truths.append(record.landmarks[~np.isnan(record.landmarks).any(axis=(1, 2))])
-            bar.update(len(records[lo:lo + chunk]))
-            if not images:
+
+    def usable(landmarks: np.ndarray | None) -> np.ndarray:
+        """Which faces of a record have all five points (NaN marks a face without landmarks)."""
+        return ~np.isnan(landmarks).any(axis=(1, 2))
+
+    scored = [r for r in records if r.landmarks is not None and usable(r.landmarks).any()]
+    with tqdm(total=len(scored), desc="landmarks", unit="img", disable=not progress, leave=False) as bar:
+        for tried, found in detect_batches(
+                cascade, scored, lambda record: load_image(record.image_path), chunk,
+                on_skip=lambda record, exc: skipped.append({"image": str(record.image_path), "error": str(exc)})):
+            bar.update(len(tried))
+            if not found:
                 continue
+            images = [image for _, image, _ in found]
+            truths = [record.landmarks[usable(record.landmarks)] for record, _, _ in found]
             references = [box_from_landmarks(t).astype(np.float32).reshape(-1, 4) for t in truths]
             faces += sum(len(t) for t in truths)
             for truth, points in zip(truths, onet_landmarks(cascade, images, references)):
                 point_errors["reference"].append(normalized_errors(points, truth))
-            for truth, reference, found in zip(truths, references, cascade.detect_batch(images)):
+            for truth, reference, (_, _, found_faces) in zip(truths, references, found):
                 for face, box in enumerate(reference):
-                    best = best_detection(found.boxes, box, min_iou)
+                    best = best_detection(found_faces.boxes, box, min_iou)
                     if best is not None:
                         point_errors["detected"].append(
-                            normalized_errors(found.landmarks[best:best + 1], truth[face:face + 1]))
+                            normalized_errors(found_faces.landmarks[best:best + 1], truth[face:face + 1]))
     results = {p: summarise(p, faces, np.concatenate(point_errors[p]) if point_errors[p] else np.zeros((0, 5)))
                for p in PROTOCOLS}
     return results, skipped
@@ -188,7 +189,7 @@ def evaluate_landmark_records(weights: str | Path, records: Sequence[FaceRecord]
                               echo: Callable[[str], None] = print) -> dict[str, LandmarkResult]:
     """Score a cascade's landmarks on ``records`` (e.g. a held-out split); ``source`` names them in
     ``landmarks.json``.  Writes ``landmarks.json`` and ``ced.png`` in ``out_dir``."""
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
     from mtcnn_train.evaluation.plots import plot_ced
 
     # Stacked: landmark lists are mostly crops of one size, which batch well even on the CPU.

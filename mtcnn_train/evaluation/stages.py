@@ -133,7 +133,7 @@ def diagnose_runs(runs: dict[str, str | Path], records: Sequence[Any], detection
     """:func:`stage_figures` for each labelled run folder (every stage it has), same images."""
     from tqdm import tqdm
 
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     records, images = load_images(records, progress)
     out = {}
@@ -235,7 +235,7 @@ def epoch_scorer(stage: str, run_dir: str | Path, records: Sequence[Any], detect
     """A callable ``net -> measure`` that runs the cascade (the earlier stages from ``run_dir``,
     then ``net``) over ``records``' images and gives :func:`detection_measure`.  Images are read once."""
     from mtcnn_train.checkpoint import checkpoint_window_rule, load_stage_net, stage_weights_path
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     records, images = load_images(records)
     earlier = {s: load_stage_net(run_dir, s) for s in STAGES[:STAGES.index(stage)]}

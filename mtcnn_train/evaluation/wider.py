@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mtcnn_train.errors import AnnotationError, UserError
+from mtcnn_train.evaluation.runner import DetectionLog, detect_images, detector_fingerprint
 from mtcnn_train.io import atomic_write_json, atomic_write_text
 
 #: The official settings and the .mat file holding each one's kept-face indices.
@@ -409,8 +410,6 @@ def evaluate_wider_with_detector(cascade: Any, gt: WiderGroundTruth, out_dir: st
     """Run the detector over the ground-truth images, write ``predictions/`` in the official
     layout, score it (what the files say) and write the report.  Resumes after an interruption.
     """
-    from mtcnn_train.evaluation.fddb import DetectionLog, detect_images, detector_fingerprint
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(p is None for p in gt.image_paths):
@@ -473,8 +472,6 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
                        gt_dir: str | Path | None = None, stages: str | None = None,
                        echo=print, fmt: str = "wider", options: Any = None) -> dict[str, WiderAP]:
     """``eval wider``: ground truth from any source, predictions from a detector or a folder."""
-    from mtcnn_train.evaluation.fddb import detector_fingerprint
-
     if (weights is None) == (predictions is None):
         raise UserError("give exactly one of --weights (run the detector) or --predictions (score a folder)")
     gt = load_ground_truth(wider_root=wider_root, split=split, annotations=annotations, images=images, gt_dir=gt_dir,
@@ -485,7 +482,7 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
         if stages is not None:
             raise UserError("--stages picks the cascade's last stage; it does not combine with --predictions")
         return evaluate_wider_predictions(gt, read_predictions(predictions), out_dir, cfg, echo)
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     if stages is None:
         # All the stages the folder holds: P, P+R or P+R+O.

@@ -70,7 +70,7 @@ def mining_detection_config(cfg: Config) -> Any:
 
 def _cascade(weights: str, stage: str, detection_cfg) -> Any:
     """One cascade per process (workers reuse it across units)."""
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
 
     key = (weights, stage, repr(detection_cfg))
     if key not in _cascade_cache:

@@ -13,7 +13,7 @@ from torch import nn
 from mtcnn_train.checkpoint import save_checkpoint
 from mtcnn_train.datasets.landmarks import box_from_landmarks
 from mtcnn_train.datasets.records import FaceRecord
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.evaluation.landmarks import (
     best_detection, evaluate_landmarks, normalized_errors, summarise)
 from mtcnn_train.nets import PNet, RNet, build_net

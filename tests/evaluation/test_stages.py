@@ -8,7 +8,7 @@ import pytest
 
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.datasets.records import FaceRecord
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.evaluation.stages import (
     CANDIDATE_BUDGETS, SELECTION_BUDGET, StageFigures, add_image, counted_faces, detection_measure, stage_figures,
     write_report)

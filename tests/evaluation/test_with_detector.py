@@ -123,14 +123,9 @@ def test_wider_with_detector(tmp_path, records, cfg):
 
 
 def _random_run_dir(tmp_path):
-    from mtcnn_train.checkpoint import save_checkpoint
-    from tests.random_nets import make_random_nets
+    from tests.random_nets import save_random_run
 
-    run_dir = tmp_path / "run"
-    for stage, net in zip(("pnet", "rnet", "onet"), make_random_nets(0)):
-        save_checkpoint(run_dir / f"{stage}.pt", {"stage": stage, "model": net.state_dict(), "config": {},
-                                                  "metrics": {}, "epoch": 0})
-    return run_dir
+    return save_random_run(tmp_path / "run")
 
 
 def test_cli_weights_runs_the_real_cascade(tmp_path, records, run_cli):

@@ -45,19 +45,10 @@ def _weight_sums(checkpoint: Path) -> dict[str, list[float]]:
     return {name: [float(t.double().sum()), float((t.double() ** 2).sum())] for name, t in sorted(state.items())}
 
 
-def _random_run_dir(run_dir: Path) -> Path:
-    """Seeded random-weight nets saved as a run folder: fixed weights for mining and detection."""
-    from mtcnn_train.checkpoint import save_checkpoint
-    from tests.random_nets import make_random_nets
-
-    for stage, net in zip(("pnet", "rnet", "onet"), make_random_nets(0)):
-        save_checkpoint(run_dir / f"{stage}.pt", {"stage": stage, "model": net.state_dict(), "config": {},
-                                                  "metrics": {}, "epoch": 0})
-    return run_dir
-
-
 def produce(work: Path) -> dict:
     """Run the fixed command sequence in ``work``; return the digests of what it wrote."""
+    from tests.random_nets import save_random_run
+
     work.mkdir(parents=True, exist_ok=True)
     syn = work / "syn"
     _cli("make-synthetic", "--images", 12, "--seed", 0, syn, cwd=work)
@@ -67,7 +58,7 @@ def produce(work: Path) -> dict:
     _cli("pnet", "--samples", work / "s_pnet", "--out", work / "trained", "--set", "train.pnet.epochs=2",
          "--set", "train.pnet.batch_size=64", "--set", "train.pnet.threads=1", "--set", "train.pnet.device=cpu",
          cwd=work)
-    fixed = _random_run_dir(work / "fixed")
+    fixed = save_random_run(work / "fixed")  # fixed weights for mining and detection
     for stage in ("rnet", "onet"):
         _cli("gen-samples", "--stage", stage, "--out", work / f"s_{stage}", "--weights", fixed, *inputs,
              *FIXED_NETS, cwd=work)

@@ -30,9 +30,9 @@ from mtcnn_train.evaluation.fddb import write_detections
 from mtcnn_train.folder_lock import LOCK_FILE, FolderLock
 from mtcnn_train.samples.shards import MANIFEST, SampleSet, write_sample_set
 from mtcnn_train.samples.labels import LABEL_LANDMARK
-from tests.detector.test_import import fake_facenet_state_dict
+from tests.detection.test_weights_import import fake_facenet_state_dict
 from tests.evaluation.test_wider import write_official_mats
-from tests.random_nets import make_random_nets
+from tests.random_nets import make_random_nets, save_random_run
 from tests.file_hashes import changed_files, tree_digest
 from tests.training.conftest import write_tiny_samples
 
@@ -103,10 +103,7 @@ class Unchanged:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     make_synthetic(root / "syn", num_images=6, seed=0)
-    run = root / "run"
-    for stage, net in zip(("pnet", "rnet", "onet"), make_random_nets(0)):
-        save_checkpoint(run / f"{stage}.pt", {"stage": stage, "model": net.state_dict(), "config": {},
-                                              "metrics": {}, "epoch": 0})
+    save_random_run(root / "run")
     write_tiny_samples(root / "samples12", count=200, seed=1)
     photo = root / "photos" / "photo.jpg"
     photo.parent.mkdir()

@@ -10,7 +10,7 @@ import torch
 from mtcnn_train.checkpoint import load_stage_net
 
 from .conftest import random_image
-from .test_import import fake_facenet_state_dict
+from .test_weights_import import fake_facenet_state_dict
 
 THRESHOLDS = ["--set", "detection.thresholds=[0.7,0.6,0.5]", "--set", "detection.min_face_size=24",
               "--set", "detection.device=cpu"]

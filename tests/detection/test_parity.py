@@ -11,9 +11,9 @@ import os
 import pytest
 
 from mtcnn_train.config import DetectionConfig
-from mtcnn_train.detector import Cascade
+from mtcnn_train.detection.cascade import Cascade
 from mtcnn_train.io import load_image
-from mtcnn_train.weights_import import add_counts, facenet_to_edges, import_facenet_weights, parity_counts
+from mtcnn_train.detection.weights_import import add_counts, facenet_to_edges, import_facenet_weights, parity_counts
 from conftest import shared_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]

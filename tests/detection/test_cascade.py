@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import iou_matrix
 
@@ -57,7 +57,7 @@ def test_batch_gives_the_same_as_one_by_one(random_nets, test_cfg):
 def test_stopping_after_pnet_and_rnet(random_nets, test_cfg):
     cascade = Cascade(*random_nets, cfg=test_cfg)
     image = random_image(4)
-    proposals = cascade.propose(image)
+    proposals = cascade.detect(image, stages="pnet")
     refined = cascade.detect(image, stages="rnet")
     final = cascade.detect(image, stages=("pnet", "rnet", "onet"))
     assert proposals.landmarks is None and refined.landmarks is None and final.landmarks is not None
@@ -79,7 +79,7 @@ def test_proposals_are_the_inputs_rnet_sees(random_nets, test_cfg):
     """P+R from scratch equals R-Net run on the P-only proposals' crops (cut with Cascade.crops)."""
     cascade = Cascade(*random_nets, cfg=test_cfg)
     image = random_image(5)
-    proposals = cascade.propose(image)
+    proposals = cascade.detect(image, stages="pnet")
     crops = cascade.crops(image, proposals.boxes, 24)
     assert crops.shape == (len(proposals), 24, 24, 3) and crops.dtype == np.uint8
     with torch.no_grad():

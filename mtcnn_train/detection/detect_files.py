@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -32,10 +33,13 @@ from tqdm import tqdm
 
 from mtcnn_train.checkpoint import stage_weights_path
 from mtcnn_train.config import DetectionConfig
-from mtcnn_train.stages import STAGES
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.cascade import Cascade, Detections
+from mtcnn_train.detection.export import export_models
+from mtcnn_train.detection.onnx_runtime import require_onnxruntime
 from mtcnn_train.errors import ImageError, UserError
+from mtcnn_train.evaluation.runner import detect_batches
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
+from mtcnn_train.stages import STAGES, check_stage
 
 BACKENDS = ("torch", "onnx")
 SUMMARY_FILE = "detections.json"
@@ -242,8 +246,6 @@ def _detect_video(cascade: Cascade, item: _Input, out_dir: Path, last: str, anno
 def _onnx_cascade(weights: Path, out_dir: Path, cfg: DetectionConfig, wanted: tuple[str, ...],
                   summary: DetectSummary, echo: Callable[[str], None] | None) -> Cascade:
     """The ONNX cascade from ``weights/*.onnx``, or from ``.pt`` weights exported to ``out_dir/onnx``."""
-    from mtcnn_train.export import export_models, require_onnxruntime
-
     require_onnxruntime()  # before exporting anything
     if all((weights / f"{stage}.onnx").is_file() for stage in wanted):
         summary.onnx_dir = weights
@@ -269,8 +271,7 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
     weights = Path(weights)
     out_dir = Path(out_dir)
     last = last_stage or "onet"
-    if last not in STAGES:
-        raise UserError(f"unknown stage {last!r}; expected one of {', '.join(STAGES)}")
+    check_stage(last)
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected torch or onnx")
     if backend == "onnx" and str(device).startswith("cuda"):
@@ -299,33 +300,46 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
         cascade = Cascade.from_run_dir(weights, cfg, stages=wanted, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, videos = [], []
-    for item in tqdm(inputs, desc="detect", unit="file"):
-        try:
-            if item.kind == "video":
-                record = _detect_video(cascade, item, out_dir, last, annotate)
+
+    def skip(item: _Input, exc: ImageError) -> None:
+        summary.skipped.append({"file": str(item.path), "error": str(exc)})
+
+    bar = tqdm(total=len(inputs), desc="detect", unit="file")
+    # Inputs in the order given: runs of images go through the shared loop one at a time (an
+    # image's detections do not depend on its batch), videos frame batch by frame batch.
+    for is_video, run in groupby(inputs, key=lambda item: item.kind == "video"):
+        run = list(run)
+        if is_video:
+            for item in run:
+                bar.update(1)
+                try:
+                    record = _detect_video(cascade, item, out_dir, last, annotate)
+                except ImageError as exc:
+                    skip(item, exc)
+                    continue
                 if "undecoded" in record:
                     summary.skipped.append({"file": str(item.path), "error": record.pop("undecoded")})
                 videos.append(record)
                 summary.videos += 1
                 summary.frames += len(record["frames"])
                 summary.faces += sum(len(f["faces"]) for f in record["frames"])
-                continue
-            image = load_image(item.path)
-        except ImageError as exc:
-            summary.skipped.append({"file": str(item.path), "error": str(exc)})
             continue
-        dets = cascade.detect(image, stages=last)
-        height, width = image.shape[:2]
-        record = {"file": str(item.path), "width": width, "height": height, "faces": faces_json(dets)}
-        if annotate:
-            save_image(out_dir / f"{item.name}.jpg", draw_detections(image, dets))
-            record["annotated"] = f"{item.name}.jpg"
-        if per_image_json:
-            record["json"] = f"{item.name}.json"
-            atomic_write_json(out_dir / record["json"], record)
-        images.append(record)
-        summary.images += 1
-        summary.faces += len(dets)
+        for tried, found in detect_batches(cascade, run, lambda item: load_image(item.path), 1, stages=last,
+                                           on_skip=skip):
+            for item, image, dets in found:
+                height, width = image.shape[:2]
+                record = {"file": str(item.path), "width": width, "height": height, "faces": faces_json(dets)}
+                if annotate:
+                    save_image(out_dir / f"{item.name}.jpg", draw_detections(image, dets))
+                    record["annotated"] = f"{item.name}.jpg"
+                if per_image_json:
+                    record["json"] = f"{item.name}.json"
+                    atomic_write_json(out_dir / record["json"], record)
+                images.append(record)
+                summary.images += 1
+                summary.faces += len(dets)
+            bar.update(len(tried))
+    bar.close()
     if not images and not videos:
         raise UserError(f"none of the {len(inputs)} input(s) could be read; first: {summary.skipped[0]['error']}")
     atomic_write_json(summary.output, {

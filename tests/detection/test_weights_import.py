@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtcnn_train import weights_import as wi
+from mtcnn_train.detection import weights_import as wi
 from mtcnn_train.checkpoint import load_checkpoint, load_stage_net
 from mtcnn_train.errors import UserError
 from mtcnn_train.nets import build_net

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtcnn_train.checkpoint import save_checkpoint
 from mtcnn_train.config import DetectionConfig
-from tests.random_nets import make_random_nets
+from tests.random_nets import make_random_nets, save_random_run
 
 
 @pytest.fixture
@@ -21,12 +20,8 @@ def test_cfg():
 
 
 @pytest.fixture
-def random_run_dir(tmp_path, random_nets):
-    run_dir = tmp_path / "run"
-    for stage, net in zip(("pnet", "rnet", "onet"), random_nets):
-        save_checkpoint(run_dir / f"{stage}.pt", {"stage": stage, "model": net.state_dict(), "config": {},
-                                                  "metrics": {}, "epoch": 0})
-    return run_dir
+def random_run_dir(tmp_path):
+    return save_random_run(tmp_path / "run")
 
 
 def random_image(seed: int, height: int = 60, width: int = 80) -> np.ndarray:

@@ -13,7 +13,7 @@ layout differences are converted:
   initialisation and the checkpoint lists them under ``untrained``.
 
 Their box outputs are in the reference's 1-based inclusive pixel convention, which the cascade
-(:mod:`mtcnn_train.detector`) reproduces, so no weight needs changing for that.
+(:mod:`mtcnn_train.detection.cascade`) reproduces, so no weight needs changing for that.
 """
 from __future__ import annotations
 

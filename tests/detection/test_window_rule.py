@@ -15,7 +15,7 @@ from torch import nn
 
 from mtcnn_train import geometry as g
 from mtcnn_train.config import DetectionConfig
-from mtcnn_train.detector import (
+from mtcnn_train.detection.cascade import (
     WINDOW_RULES, Cascade, decode_pnet_windows, pnet_candidates, pyramid_scales, scaled_size)
 from mtcnn_train.imaging import resize_area, summed_area_table
 from mtcnn_train.samples.sampling import crop_resize_fast

@@ -5,7 +5,8 @@ import torch
 
 from mtcnn_train.checkpoint import save_checkpoint
 from mtcnn_train.errors import UserError
-from mtcnn_train.export import OnnxNet, export_models
+from mtcnn_train.detection.export import export_models
+from mtcnn_train.detection.onnx_runtime import OnnxNet
 from mtcnn_train.nets import build_net
 
 pytest.importorskip("onnxruntime")

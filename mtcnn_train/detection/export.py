@@ -1,4 +1,4 @@
-"""Export the three nets as ONNX or TorchScript, and run exported ONNX nets inside the cascade.
+"""Export the three nets as ONNX or TorchScript files (``mtcnn-train export``).
 
 Exported models behave exactly like :mod:`mtcnn_train.nets`: input ``image`` is an ``N x 3 x H x W``
 float32 tensor already normalised as ``(x - 127.5) / 128`` (RGB), outputs are ``face`` (raw logits,
@@ -13,49 +13,26 @@ O-Net      ``onet.onnx`` / ``onet.torchscript.pt``  batch (input 48 x 48)
 =========  =================================  ==========================================
 
 ONNX files use opset 17 (:data:`ONNX_OPSET`).  ``export.json`` beside them records the opset,
-names, normalisation and the source checkpoints.  :class:`OnnxNet` wraps an exported file with
-onnxruntime (the ``onnx`` extra) so the same :class:`~mtcnn_train.detector.Cascade` code runs on it:
-
-===========================================================  =====================================================
-call                                                         gives
-===========================================================  =====================================================
-``export_models(run_dir, "onnx", out_dir)``                  ``out_dir/{pnet,rnet,onet}.onnx`` and ``export.json``
-``OnnxNet(path, threads=0)``                                 one net: ``net(x) -> (face, box, landmarks)``
-``load_onnx_nets(export_dir, stages, threads=0)``            ``{"pnet": OnnxNet, ...}`` for the files present
-``Cascade.from_onnx_dir(export_dir, cfg, stages, threads)``  the whole cascade on onnxruntime (CPU only)
-``mtcnn-train detect ... --backend onnx``                    the same from the command line
-===========================================================  =====================================================
-
-In the ONNX cascade only the nets run in onnxruntime; the pyramid, crops and NMS are the same
-torch code as the PyTorch cascade (on the CPU), so both give the same detections up to float
-rounding in the nets (tests/export/test_onnx_cascade.py).  ``threads`` sets onnxruntime's intra-op
-threads (0: its default, one per physical core); torch's own threads are set with
-``torch.set_num_threads``.
+names, normalisation and the source checkpoints.  Running the exported files is
+:mod:`mtcnn_train.detection.onnx_runtime`'s business.
 """
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mtcnn_train.checkpoint import load_checkpoint, load_stage_net, stage_weights_path
 from mtcnn_train.stages import INPUT_SIZE, STAGES
+from mtcnn_train.detection.onnx_runtime import INPUT_NAME, OUTPUT_NAMES, exported_file
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_bytes, atomic_write_json
 
 ONNX_OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("face", "box", "landmarks")
 FORMATS = ("onnx", "torchscript")
-
-
-def exported_file(stage: str, fmt: str) -> str:
-    return f"{stage}.onnx" if fmt == "onnx" else f"{stage}.torchscript.pt"
 
 
 def _dynamic_axes(stage: str) -> dict[str, dict[int, str]]:
@@ -115,70 +92,3 @@ def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tu
             record["pnet_window"] = str(source.get("window_rule", "reference"))
     atomic_write_json(out_dir / "export.json", record)
     return record
-
-
-def exported_window_rule(export_dir: str | Path) -> str:
-    """The P-Net window rule recorded in ``export.json`` (``reference`` when absent)."""
-    path = Path(export_dir) / "export.json"
-    if not path.is_file():
-        return "reference"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-    return str(record.get("pnet_window", "reference")) if isinstance(record, dict) else "reference"
-
-
-def require_onnxruntime() -> Any:
-    """The ``onnxruntime`` module, or a one-line :class:`UserError` saying how to install it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("the onnx backend needs onnxruntime: pip install 'mtcnn-train[onnx]'") from None
-    return onnxruntime
-
-
-class OnnxNet:
-    """An exported ONNX net that the cascade can call like the PyTorch module.
-
-    Takes and returns torch tensors (CPU); runs on onnxruntime's CPU provider unless told otherwise.
-    """
-
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0) -> None:
-        ort = require_onnxruntime()
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: ONNX model not found")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        self.path = path
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        device = images.device
-        feed = {INPUT_NAME: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)}
-        outputs = self.session.run(list(OUTPUT_NAMES), feed)
-        return tuple(torch.from_numpy(o).to(device) for o in outputs)
-
-    # The cascade treats nets as modules; these keep that interface.
-    def eval(self) -> "OnnxNet":
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> "OnnxNet":
-        return self
-
-
-def load_onnx_nets(export_dir: str | Path, stages: tuple[str, ...] = STAGES, threads: int = 0) -> dict[str, OnnxNet]:
-    export_dir = Path(export_dir)
-    nets = {}
-    for stage in stages:
-        path = export_dir / exported_file(stage, "onnx")
-        if path.is_file():
-            nets[stage] = OnnxNet(path, threads=threads)
-    if "pnet" not in nets:
-        raise UserError(f"{export_dir}: no pnet.onnx (run mtcnn-train export --format onnx first)")
-    return nets

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mtcnn_train import geometry as g
-from mtcnn_train.detector import crop_windows, pnet_candidates, pyramid_scales, scaled_size
+from mtcnn_train.detection.cascade import crop_windows, pnet_candidates, pyramid_scales, scaled_size
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 
 

@@ -2,7 +2,7 @@
 
 One class, :class:`Cascade`, shared by the ``detect`` command, hard-example mining and evaluation::
 
-    from mtcnn_train.detector import Cascade
+    from mtcnn_train.detection.cascade import Cascade
     cascade = Cascade.from_run_dir("runs/demo", cfg.detection)
     dets = cascade.detect(image_rgb)               # boxes (N, 4), scores (N,), landmarks (N, 5, 2)
     proposals = cascade.detect_batch(images, stages="pnet")   # P-Net only, e.g. for mining
@@ -54,12 +54,13 @@ from torch import nn
 
 from mtcnn_train.checkpoint import checkpoint_window_rule, load_stage_net, stage_weights_path
 from mtcnn_train.config import DetectionConfig
-from mtcnn_train.stages import STAGES
+from mtcnn_train.stages import INPUT_SIZE, STAGES, check_stage
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
     batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_point_fractions,
     square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
+from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, load_onnx_nets
 from mtcnn_train.nets import PNet, RNet, normalize
 
 PNET_STRIDE = 2
@@ -89,7 +90,7 @@ class Detections:
 
 
 # --------------------------------------------------------------------------------------------
-# The pieces, as small pure functions (tested one by one in tests/detector/).
+# The pieces, as small pure functions (tested one by one in tests/detection/).
 
 
 def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
@@ -165,30 +166,19 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> to
 
 
 def _pnet_maps(net: nn.Module, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """P-Net's face logits and box offsets on a pyramid level of raw 0..255 pixels.
-
-    For our :class:`PNet` the input normalisation is folded into ``conv1`` (``w / 128`` and
-    ``b - 127.5 / 128 * sum(w)``, the same function up to float rounding) and the two heads run as
-    one 1x1 convolution, skipping the landmark head: each saves a pass over the largest maps.
-    """
-    if type(net) is not PNet:
-        return net(normalize(level))[:2]
-    weight = net.conv1.weight * 0.0078125
-    bias = net.conv1.bias - net.conv1.weight.sum((1, 2, 3)) * (127.5 * 0.0078125)
-    x = net.pool1(net.prelu1(F.conv2d(level, weight, bias)))
-    x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
-    heads = F.conv2d(x, torch.cat([net.conv4_1.weight, net.conv4_2.weight]), torch.cat([net.conv4_1.bias, net.conv4_2.bias]))
-    return heads[:, :2], heads[:, 2:6]
+    """P-Net's face logits and box offsets on a pyramid level of raw 0..255 pixels: our
+    :class:`PNet`'s fused path; any other module (an ONNX net, a subclass with its own forward)
+    runs its forward on normalised pixels."""
+    if type(net) is PNet:
+        return net.face_and_box_from_pixels(level)
+    return net(normalize(level))[:2]
 
 
 def _face_and_box(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """R-Net's face logits and box offsets, skipping the landmark head the cascade does not read
-    (the published R-Net has none).  Any other module runs its own forward."""
+    """R-Net's face logits and box offsets (our :class:`RNet` skips its landmark head); any other
+    module runs its own forward."""
     if type(net) is RNet:
-        x = net.pool1(net.prelu1(net.conv1(x)))
-        x = net.pool2(net.prelu2(net.conv2(x)))
-        x = net.prelu4(net.dense4(net.prelu3(net.conv3(x)).flatten(1)))
-        return net.dense5_1(x), net.dense5_2(x)
+        return net.face_and_box(x)
     return net(x)[:2]
 
 
@@ -203,8 +193,7 @@ def _last_stage(stages: str | Sequence[str] | None, available: tuple[str, ...]) 
         if not stages or stages != STAGES[:len(stages)]:
             raise UserError(f"stages must be pnet, pnet+rnet or pnet+rnet+onet in order, got {'+'.join(stages) or 'none'}")
         last = stages[-1]
-    if last not in STAGES:
-        raise UserError(f"unknown stage {last!r}; expected one of {', '.join(STAGES)}")
+    check_stage(last)
     if last not in available:
         raise UserError(f"cannot run up to {last}: the cascade has only {', '.join(available)}")
     return last
@@ -284,8 +273,6 @@ class Cascade:
         crops and NMS stay torch code on the CPU, whatever ``cfg.device`` says.  Needs the ``onnx``
         extra (onnxruntime).
         """
-        from mtcnn_train.export import exported_file, exported_window_rule, load_onnx_nets  # export.py does not import us
-
         export_dir = Path(export_dir)
         if not export_dir.is_dir():
             raise UserError(f"{export_dir}: ONNX export folder not found")
@@ -304,10 +291,6 @@ class Cascade:
     def detect(self, image_rgb: np.ndarray, stages: str | Sequence[str] | None = None) -> Detections:
         """Faces in one ``H x W x 3`` uint8 RGB image.  ``stages='pnet'`` or ``'rnet'`` stops early."""
         return self.detect_batch([image_rgb], stages)[0]
-
-    def propose(self, image_rgb: np.ndarray) -> Detections:
-        """P-Net's candidates for one image: calibrated, merged and squared (R-Net's inputs)."""
-        return self.detect(image_rgb, stages="pnet")
 
     def detect_batch(self, images: Sequence[np.ndarray], stages: str | Sequence[str] | None = None) -> list[Detections]:
         """Faces in each image.  With ``stack`` (CUDA), images of equal size run through the
@@ -462,7 +445,7 @@ class Cascade:
         Boxes whose window is empty (entirely outside the image) get probability -1: never kept.
         """
         net = self.nets[stage]
-        size = 24 if stage == "rnet" else 48
+        size = INPUT_SIZE[stage]
         windows = crop_windows(boxes, width, height, clip)
         valid = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
         n = len(boxes)

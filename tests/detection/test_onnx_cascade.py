@@ -4,7 +4,7 @@ Same boxes (each matched one to one at IoU >= 0.99), scores and landmarks up to 
 the nets, at every stage, on synthetic images and on real ones; and ``mtcnn-train detect --backend
 onnx`` writes the same ``detections.json`` as ``--backend torch``, exporting ``.pt`` weights first.
 
-The nets are seeded random ones with their face heads scaled up (as in tests/detector), so that
+The nets are seeded random ones with their face heads scaled up (as in tests/detection), so that
 probabilities spread over (0, 1) and every stage keeps some candidates and drops others.
 """
 from __future__ import annotations
@@ -19,18 +19,18 @@ import torch
 from click.testing import CliRunner
 
 from conftest import shared_path
-from mtcnn_train.checkpoint import save_checkpoint
 from mtcnn_train.cli import cli
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.stages import STAGES
 from mtcnn_train.datasets.synthetic import wider_image
-from mtcnn_train.detect_files import detect_paths
-from mtcnn_train.detector import Cascade, Detections
+from mtcnn_train.detection.detect_files import detect_paths
+from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.errors import UserError
-from mtcnn_train.export import OnnxNet, export_models
+from mtcnn_train.detection.export import export_models
+from mtcnn_train.detection.onnx_runtime import OnnxNet
 from mtcnn_train.geometry import iou_matrix
 from mtcnn_train.io import load_image, save_image
-from tests.random_nets import make_random_nets
+from tests.random_nets import save_random_run
 
 pytest.importorskip("onnxruntime")
 
@@ -57,11 +57,8 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """(run folder with pnet.pt, rnet.pt, onet.pt; folder with their ONNX export)."""
-    run = tmp_path_factory.mktemp("run")
-    for stage, net in zip(STAGES, make_random_nets(0)):
-        # As the trainer writes them: our P-Net decodes with the exact window rule.
-        save_checkpoint(run / f"{stage}.pt", {"stage": stage, "model": net.state_dict(), "config": {},
-                                              "metrics": {}, "epoch": 0, "window_rule": "exact"})
+    # As the trainer writes them: our P-Net decodes with the exact window rule.
+    run = save_random_run(tmp_path_factory.mktemp("run"), window_rule="exact")
     onnx_dir = tmp_path_factory.mktemp("onnx")
     export_models(run, "onnx", onnx_dir)
     return run, onnx_dir
