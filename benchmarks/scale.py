@@ -109,7 +109,8 @@ def run_measured(cmd: list[str], log: Path, poll: float) -> dict:
                     continue
                 hwm, rss = figures
                 tree_rss += rss
-                entry = procs.setdefault(pid, {"pid": pid, "cmd": _cmdline(pid), "peak_rss_bytes": 0})
+                entry = procs.setdefault(pid, {"pid": pid, "cmd": "", "peak_rss_bytes": 0})
+                entry["cmd"] = entry["cmd"] or _cmdline(pid)  # empty until the child has started
                 entry["peak_rss_bytes"] = max(entry["peak_rss_bytes"], hwm, rss)
             peak_tree = max(peak_tree, tree_rss)
             time.sleep(poll)

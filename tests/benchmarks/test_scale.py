@@ -26,7 +26,7 @@ def test_scale_tiny(tmp_path):
             assert isinstance(step[key], (int, float)) and step[key] > 0, key
         assert step["images"] > 0 and step["stored_crops"] > 0 and step["shard_bytes"] > 0
         assert step["num_processes"] >= 1 and all(p["peak_rss_bytes"] > 0 for p in step["processes"])
-        assert step["processes"][0]["cmd"].split()[1:4] == ["-m", "mtcnn_train", "gen-samples"]
+        assert any(p["cmd"].split()[1:4] == ["-m", "mtcnn_train", "gen-samples"] for p in step["processes"])
     ratios = result["ratios"]["pnet"]
     assert ratios["of"] == "1 / 1/16"
     assert ratios["peak_rss_max_process"] > 0 and ratios["time_per_image"] > 0
