@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring turns per method (best counts)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
+    parser.add_argument("--set-size", type=int, default=0,
+                        help="samples in each benchmark set (0 = per net: " + ", ".join(f"{k} {v}" for k, v in SET_SIZE.items()) + ")")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,7 +224,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mtcnn-bench-") as tmp:
         for stage in args.stages:
             size = INPUT_SIZE[stage]
-            arrays = random_arrays(size, SET_SIZE[stage])
+            arrays = random_arrays(size, args.set_size or SET_SIZE[stage])
             sample_dir, jpeg_dir = Path(tmp) / f"{stage}-shards", Path(tmp) / f"{stage}-jpegs"
             write_sample_set(sample_dir, arrays, {"images": [], "note": "benchmark"})
             write_jpegs(jpeg_dir, arrays)

@@ -1,0 +1,69 @@
+"""benchmarks/gpu_check.sh --tiny on the CPU: every part listed with a status, figures where ok."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_tiny(tmp_path):
+    out = tmp_path / "check"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
+           "FACENET_WHEELS": "", "FACENET_PYTHON": ""}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out), "--tiny"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("summary.json", "summary.md", "train_throughput.log", "pipeline.log", "pipeline-run/summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "tiny" and summary["device"] == "cpu" and summary["failed"] == []
+    parts = summary["parts"]
+    assert set(parts) == {"detect_speed", "train_throughput", "pipeline"}
+    for entry in parts.values():
+        assert entry["status"] in ("ok", "skipped")
+        assert entry["status"] == "ok" or entry["reason"]
+
+    detect = parts["detect_speed"]
+    try:
+        import facenet_pytorch  # noqa: F401
+    except ImportError:
+        assert detect["status"] == "skipped"
+        assert detect["reason"].startswith("facenet-pytorch not importable")
+    else:
+        assert detect["status"] == "ok"
+        assert {r["mode"] for r in detect["results"]} == {"single", "batched"}
+        assert all(r["ours_img_s"] > 0 and r["facenet_img_s"] > 0 for r in detect["results"])
+
+    throughput = parts["train_throughput"]
+    assert throughput["status"] == "ok"
+    assert [(r["net"], r["device"]) for r in throughput["results"]] == [("pnet", "cpu"), ("rnet", "cpu"), ("onet", "cpu")]
+    for row in throughput["results"]:
+        assert row["raw"] > 0 and row["ours"] > 0 and row["ours_over_raw"] > 0
+
+    pipeline = parts["pipeline"]
+    assert pipeline["status"] == "ok"
+    seconds = pipeline["results"]["stage_seconds"]
+    assert set(seconds) == {"samples-pnet", "pnet", "samples-rnet", "rnet", "samples-onet", "onet"}
+    assert all(v > 0 for v in seconds.values())
+    assert set(pipeline["results"]["samples"]) == {"pnet", "rnet", "onet"}
+
+    text = (out / "summary.md").read_text()
+    assert "| detect_speed | skipped |" in text or "| detect_speed | ok |" in text
+    assert "| pipeline | ok |" in text and "| total |" in text
+
+
+def test_gpu_check_reports_failed_part(tmp_path):
+    """A part that fails is listed as failed with its last error line, and the script exits non-zero."""
+    out = tmp_path / "check"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out), "--tiny", "--parts", "pipeline",
+                           "--config", str(tmp_path / "missing.yaml")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["parts"]) == ["pipeline"] and summary["failed"] == ["pipeline"]
+    assert summary["parts"]["pipeline"]["error"].startswith("exit ")
