@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtcnn_train.errors import UserError
+from mtcnn_train.errors import UserError, first_line
 from mtcnn_train.io import atomic_write_bytes
 from mtcnn_train.nets import build_net
 
@@ -118,5 +118,5 @@ def load_stage_net(run_dir_or_file: str | Path, stage: str, device: str | torch.
     try:
         net.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit {stage} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: weights do not fit {stage} ({first_line(exc)})") from None
     return net.to(device).eval()

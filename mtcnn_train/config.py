@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mtcnn_train.errors import ConfigError
+from mtcnn_train.errors import ConfigError, first_line
 from mtcnn_train.stages import STAGES
 
 # Settings that take one of a few words are typed as Literal: the loader checks them against the
@@ -339,7 +339,7 @@ def _parse_yaml(text: str, source: str, locations: _Locations) -> dict[str, Any]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
