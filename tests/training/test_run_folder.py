@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ def _paths(tmp_path, *present: str) -> StagePaths:
 
 
 def test_the_layout_of_a_stage():
-    paths = StagePaths(__import__("pathlib").Path("RUN"), "onet")
+    paths = StagePaths(Path("RUN"), "onet")
     assert [str(p) for p in (paths.weights, paths.last, paths.best, paths.tensorboard, paths.metrics, paths.config)] == [
         "RUN/onet.pt", "RUN/onet/last.pt", "RUN/onet/best.pt", "RUN/onet/tb", "RUN/onet/metrics.jsonl",
         "RUN/onet/config.yaml"]
