@@ -3,7 +3,7 @@
 For each net (P, R, O) and each device (the CPU, and CUDA when present) this measures, in one run,
 training samples per second of
 
-* ``ours``: the real trainer (``mtcnn_train.training.trainer.train_steps``) over a sample set
+* ``ours``: the real trainer (``mtcnn_train.training.engine.train_steps``) over a sample set
   written with the real shard writer: device-resident batches, augmentation on the device,
   multi-task loss with OHEM, metrics summed on the device;
 * ``dataloader``: the common baseline, a PyTorch ``DataLoader`` over one JPEG file per crop
@@ -39,7 +39,8 @@ from mtcnn_train.nets import build_net, normalize  # noqa: E402
 from mtcnn_train.samples.shards import write_sample_set  # noqa: E402
 from mtcnn_train.training.loss import LossWeights, flatten_outputs, multitask_loss  # noqa: E402
 from mtcnn_train.training.metrics import MetricSums  # noqa: E402
-from mtcnn_train.training.trainer import prepare_run, train_steps  # noqa: E402
+from mtcnn_train.training.engine import train_steps  # noqa: E402
+from mtcnn_train.training.stage_run import prepare_run  # noqa: E402
 
 #: Samples in each benchmark set: enough for several batches, small enough to write quickly.
 SET_SIZE = {"pnet": 20_000, "rnet": 6_000, "onet": 2_000}
@@ -123,7 +124,8 @@ def our_step(stage: str, batch_size: int, device: torch.device, sample_dir: Path
     def step() -> None:
         # Epochs are whole multiples of the chunk here, so every call trains exactly `chunk` steps.
         start = position["step"]
-        train_steps(run, position["epoch"], start, start + chunk, sums)
+        for _ in train_steps(run, position["epoch"], start, start + chunk, sums):
+            pass
         position["step"] = start + chunk
         if position["step"] + chunk > run.steps_per_epoch:
             position["epoch"] += 1

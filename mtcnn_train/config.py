@@ -1,6 +1,8 @@
 """One config schema for every command: dataclasses, YAML loading, ``--set`` overrides, validation.
 
-A config is loaded from YAML (``configs/default.yaml`` holds the paper's settings), overridden
+The dataclasses below are the one statement of the defaults (the paper's settings);
+``configs/default.yaml`` is generated from them (:func:`defaults_yaml`, with each field's ``#:``
+comment) and held equal to them by a test.  A config is loaded from YAML, overridden
 with ``--set section.key=value`` pairs (values parsed as YAML, so ``--set train.pnet.lr=0.01`` and
 ``--set detection.thresholds=[0.5,0.6,0.7]`` both work), and validated once at load.  Unknown keys,
 wrong types and impossible values raise :class:`~mtcnn_train.errors.ConfigError` with one line
@@ -9,19 +11,33 @@ naming the file, the line and the key.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from mtcnn_train.errors import ConfigError
+from mtcnn_train.errors import ConfigError, first_line
 from mtcnn_train.stages import STAGES
 
-
+# Settings that take one of a few words are typed as Literal: the loader checks them against the
+# type (one place, :func:`_coerce`), and the generated default.yaml lists the choices.
+LandmarksFormat = Literal["auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"]
+LandmarkBoxes = Literal["auto", "file", "derived"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+LrSchedule = Literal["constant", "step", "cosine"]
+Amp = Literal["off", "bf16", "fp16"]
+#: Values of ``train.<stage>.best_by``: a validation loss to minimise, "last", or "detection" (the
+#: cascade run over the held-out WIDER images after each epoch: recall at IoU 0.65 within a fixed
+#: candidate budget for P-Net and R-Net, AP for O-Net; see evaluation/stages.py).
+BestBy = Literal["loss", "loss_det", "loss_box", "loss_landmark", "last", "detection"]
+BEST_BY_CHOICES: tuple[str, ...] = typing.get_args(BestBy)
+CropBorder = Literal["zero", "clip"]
 
 @dataclass
 class DataConfig:
@@ -48,8 +64,8 @@ class DataConfig:
     keypoint_names: list[str] = field(default_factory=list)
     #: A landmark list: CelebA ``list_landmarks_celeba.txt``, LFW+Net ``trainImageList.txt`` or MTFL.
     landmarks: str | None = None
-    #: ``auto`` detects the format from the file; or celeba, celeba-aligned, lfw-net, mtfl.
-    landmarks_format: str = "auto"
+    #: ``auto`` detects the format from the file.
+    landmarks_format: LandmarksFormat = "auto"
     #: A held-out landmark list (same formats, read with ``landmarks_format``) that the pipeline's
     #: evaluation scores O-Net's landmarks on, e.g. MTFL's AFLW crops (``new_testing.txt``).
     landmarks_test: str | None = None
@@ -103,7 +119,8 @@ class SamplingConfig:
     landmark_max_rotation: float = 0.0
     #: Face boxes of landmark faces: auto (derived from the points for MTFL, whose box is the whole
     #: crop, and aligned CelebA; the file's boxes otherwise), file, or derived.
-    landmark_boxes: str = "auto"
+    landmark_boxes: LandmarkBoxes = "auto"
+    #: Relative share of each sample type in a sample set (paper: 3:1:1:2).
     ratio: SampleRatio = field(default_factory=SampleRatio)
     #: Target size of the whole sample set; 0 = as many as the scarcest type allows.
     total: int = 0
@@ -131,12 +148,6 @@ class SamplingConfig:
     shard_size: int = 100_000
 
 
-#: Values of ``train.<stage>.best_by``: a validation loss to minimise, "last", or "detection" (the
-#: cascade run over the held-out WIDER images after each epoch: recall at IoU 0.65 within a fixed
-#: candidate budget for P-Net and R-Net, AP for O-Net; see evaluation/stages.py).
-BEST_BY_CHOICES = ("loss", "loss_det", "loss_box", "loss_landmark", "last", "detection")
-
-
 @dataclass
 class StageTrainConfig:
     """Training settings of one network."""
@@ -147,11 +158,11 @@ class StageTrainConfig:
     alpha_landmark: float = 0.5
     #: Online hard example mining: share of classification losses kept per batch (1.0 = off).
     ohem_keep_ratio: float = 0.7
-    optimizer: str = "adam"  # adam | sgd | adamw
+    optimizer: Optimizer = "adam"
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
-    lr_schedule: str = "cosine"  # constant | step | cosine
+    lr_schedule: LrSchedule = "cosine"
     #: Epochs at which the step schedule multiplies the rate by lr_gamma.
     lr_milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
@@ -160,10 +171,10 @@ class StageTrainConfig:
     batch_size: int = 512
     #: Share of samples held out for validation (by source image where the manifest says it).
     val_fraction: float = 0.05
-    #: auto | cpu | cuda | cuda:N
+    #: auto, cpu, cuda or cuda:N (under torchrun, counted from each rank's own GPU).
     device: str = "auto"
-    #: Mixed precision: off | bf16 | fp16 (fp16 only on CUDA).
-    amp: str = "off"
+    #: Mixed precision (fp16 only on CUDA).
+    amp: Amp = "off"
     seed: int = 0
     #: Random horizontal flips (landmarks swapped) and colour jitter, done on the device.
     augment: bool = True
@@ -174,7 +185,7 @@ class StageTrainConfig:
     #: Late in a cosine schedule the box and landmark errors still fall while the classification
     #: cross-entropy creeps up from over-confidence (accuracy flat), so ``loss`` can pick an epoch
     #: whose landmarks are clearly worse; ``last`` keeps the end of the schedule.
-    best_by: str = "loss"
+    best_by: BestBy = "loss"
     #: Save last.pt every N optimizer steps as well as at each epoch end (0 = epoch ends only).
     checkpoint_every_steps: int = 0
     #: Intra-op CPU threads (0 = torch's default).
@@ -204,18 +215,20 @@ class DetectionConfig:
     scale_factor: float = 0.709
     #: Face-score thresholds of P-Net, R-Net and O-Net.
     thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    #: P-Net's NMS overlap within one pyramid scale, then across the scales.
     nms_pnet_scale: float = 0.5
     nms_pnet_all: float = 0.7
     nms_rnet: float = 0.7
     #: O-Net's final NMS uses the 'Min' overlap (intersection over the smaller box).
     nms_onet: float = 0.7
+    #: auto, cpu, cuda or cuda:N.
     device: str = "auto"
     #: Images per batch in batched detection.
     batch_size: int = 16
     #: How R-Net and O-Net crops treat boxes that stick out of the image: ``zero`` reads the
     #: outside as black pixels (the original MTCNN and our training crops), ``clip`` crops only
     #: the visible part and stretches it (facenet-pytorch; use it for parity with that package).
-    crop_border: str = "zero"
+    crop_border: CropBorder = "zero"
     #: O-Net also reads each face mirrored and averages the two readings of the landmarks
     #: (test-time flip): steadier points for twice O-Net's cost; scores and boxes are unchanged.
     landmarks_mirror_average: bool = False
@@ -326,7 +339,7 @@ def _parse_yaml(text: str, source: str, locations: _Locations) -> dict[str, Any]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
@@ -339,6 +352,10 @@ def _parse_yaml(text: str, source: str, locations: _Locations) -> dict[str, Any]
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
 
 
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
@@ -357,6 +374,12 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        text = _coerce(value, str, key, where)
+        if text not in choices:
+            raise ConfigError(f"{where}: {key}: must be {_one_of(choices)}, got {text!r}")
+        return text
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -414,6 +437,11 @@ def _check(cond: bool, locations: _Locations, key: str, message: str) -> None:
         raise ConfigError(f"{locations.where(key)}: {key}: {message}")
 
 
+def _check_device(value: str, locations: _Locations, key: str) -> None:
+    _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value) is not None, locations, key,
+           f"must be auto, cpu or cuda[:N], got {value!r}")
+
+
 def _in_unit(value: float) -> bool:
     return 0.0 <= value <= 1.0
 
@@ -439,8 +467,6 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
            f"must be empty or two face-score thresholds in [0, 1] (P-Net, R-Net), got {s.mining_thresholds}")
     _check(0 <= s.landmark_max_rotation <= 90, loc, "sampling.landmark_max_rotation",
            f"must lie in [0, 90] degrees, got {s.landmark_max_rotation}")
-    _check(s.landmark_boxes in ("auto", "file", "derived"), loc, "sampling.landmark_boxes",
-           f"must be auto, file or derived, got {s.landmark_boxes!r}")
     for key in ("negative", "positive", "part", "landmark"):
         _check(getattr(s.ratio, key) >= 0, loc, f"sampling.ratio.{key}", "a share must not be negative")
     _check(sum(dataclasses.astuple(s.ratio)) > 0, loc, "sampling.ratio", "at least one share must be positive")
@@ -456,8 +482,6 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
            f"must be auto or one of {', '.join(BOX_FORMATS)}, got {d.boxes_format!r}")
     _check(len(d.keypoint_names) in (0, 5), loc, "data.keypoint_names",
            f"needs the 5 keypoint names in our order, got {len(d.keypoint_names)}")
-    _check(d.landmarks_format in ("auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"), loc,
-           "data.landmarks_format", f"must be auto, celeba, celeba-aligned, lfw-net or mtfl, got {d.landmarks_format!r}")
 
     for stage in STAGES:
         t = cfg.stage(stage)
@@ -465,19 +489,12 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         for key in ("alpha_det", "alpha_box", "alpha_landmark"):
             _check(getattr(t, key) >= 0, loc, f"{p}.{key}", f"a loss weight must not be negative, got {getattr(t, key)}")
         _check(0.0 < t.ohem_keep_ratio <= 1.0, loc, f"{p}.ohem_keep_ratio", f"must lie in (0, 1], got {t.ohem_keep_ratio}")
-        _check(t.optimizer in ("adam", "adamw", "sgd"), loc, f"{p}.optimizer", f"must be adam, adamw or sgd, got {t.optimizer!r}")
         _check(t.lr > 0, loc, f"{p}.lr", f"must be positive, got {t.lr}")
         _check(t.weight_decay >= 0, loc, f"{p}.weight_decay", f"must not be negative, got {t.weight_decay}")
-        _check(t.lr_schedule in ("constant", "step", "cosine"), loc, f"{p}.lr_schedule",
-               f"must be constant, step or cosine, got {t.lr_schedule!r}")
-        _check(t.best_by in BEST_BY_CHOICES, loc, f"{p}.best_by",
-               f"must be one of {', '.join(BEST_BY_CHOICES)}, got {t.best_by!r}")
         _check(t.epochs >= 1, loc, f"{p}.epochs", f"must be at least 1, got {t.epochs}")
         _check(t.batch_size >= 1, loc, f"{p}.batch_size", f"must be at least 1, got {t.batch_size}")
         _check(0.0 <= t.val_fraction < 1.0, loc, f"{p}.val_fraction", f"must lie in [0, 1), got {t.val_fraction}")
-        _check(t.amp in ("off", "bf16", "fp16"), loc, f"{p}.amp", f"must be off, bf16 or fp16, got {t.amp!r}")
-        _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), loc, f"{p}.device",
-               f"must be auto, cpu or cuda[:N], got {t.device!r}")
+        _check_device(t.device, loc, f"{p}.device")
         _check(t.warmup_epochs >= 0, loc, f"{p}.warmup_epochs", "must not be negative")
         _check(t.checkpoint_every_steps >= 0, loc, f"{p}.checkpoint_every_steps", "must not be negative")
         _check(t.log_every_steps >= 0, loc, f"{p}.log_every_steps", "must not be negative")
@@ -491,10 +508,7 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
     for key in ("nms_pnet_scale", "nms_pnet_all", "nms_rnet", "nms_onet"):
         _check(_in_unit(getattr(det, key)), loc, f"detection.{key}", f"an overlap must lie in [0, 1], got {getattr(det, key)}")
     _check(det.batch_size >= 1, loc, "detection.batch_size", "must be at least 1")
-    _check(det.crop_border in ("zero", "clip"), loc, "detection.crop_border",
-           f"must be zero or clip, got {det.crop_border!r}")
-    _check(det.device == "auto" or det.device == "cpu" or det.device.startswith("cuda"), loc, "detection.device",
-           f"must be auto, cpu or cuda[:N], got {det.device!r}")
+    _check_device(det.device, loc, "detection.device")
 
     ev = cfg.evaluation
     _check(_in_unit(ev.fddb_overlap), loc, "evaluation.fddb_overlap", "must lie in [0, 1]")
@@ -563,3 +577,75 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from mtcnn_train.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------
+# The documented defaults file (configs/default.yaml), generated from the dataclasses
+
+
+_DEFAULTS_HEADER = """\
+# The paper's settings (Zhang et al. 2016, arXiv 1604.02878), as the built-in defaults.  Every key
+# is optional; a key left out keeps the value shown here.  Paths are relative to this file's folder.
+#
+# Generated from the dataclasses in mtcnn_train/config.py (the one place the defaults are stated):
+#   python -m mtcnn_train.config > mtcnn_train/configs/default.yaml
+# tests/core/test_config.py fails when this file and the dataclasses disagree.
+"""
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``#:`` comment lines above each field of dataclass ``cls``, joined into one text."""
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        text = line.strip()
+        match = re.match(r"(\w+)\s*:", text)
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+        elif match and not text.startswith(("def ", "class ", "#")):
+            comments[match.group(1)] = " ".join(pending)
+            pending = []
+        elif not text.startswith("#"):
+            pending = []
+    return comments
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
+
+
+def _emit_defaults(obj: Any, indent: int, lines: list[str], documented: bool) -> None:
+    cls = type(obj)
+    comments = _field_comments(cls)
+    hints = typing.get_type_hints(cls)
+    pad = "  " * indent
+    for f in dataclasses.fields(obj):
+        if f.name == "base_dir":
+            continue
+        value = getattr(obj, f.name)
+        doc = comments.get(f.name, "")
+        if typing.get_origin(hints[f.name]) is Literal:
+            doc = f"{doc} One of: {', '.join(typing.get_args(hints[f.name]))}.".strip()
+        if doc and documented:
+            lines += textwrap.wrap(doc, 100, initial_indent=pad + "# ", subsequent_indent=pad + "# ")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:")
+            # The three stages share one set of fields: document them once, under the first.
+            _emit_defaults(value, indent + 1, lines, documented and not (cls is TrainConfig and f.name != STAGES[0]))
+            if indent == 0:
+                lines.append("")
+        else:
+            lines.append(f"{pad}{f.name}: {_yaml_value(value)}")
+
+
+def defaults_yaml() -> str:
+    """The text of ``configs/default.yaml``: every key with its built-in default and its comment."""
+    lines: list[str] = []
+    _emit_defaults(Config(), 0, lines, documented=True)
+    return _DEFAULTS_HEADER + "\n" + "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(defaults_yaml())

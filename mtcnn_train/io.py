@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from mtcnn_train.errors import AnnotationError, ImageError, UserError
+from mtcnn_train.errors import AnnotationError, ImageError, UserError, first_line
 
 #: Images with more pixels than this are refused before decoding (a 20000x20000 header would
 #: otherwise ask for 1.2 GB).  About 16k x 16k.
@@ -89,6 +90,21 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON: keys as text, tuples as lists, tensors and NumPy scalars as Python
+    numbers, and NaN or infinite floats as ``null`` (JSON has no NaN; a metric with nothing to
+    measure is NaN, e.g. recall without positives)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def remove_stale_temp_files(folder: str | Path) -> int:
     """Delete ``.tmp-*`` leftovers of an interrupted run; returns how many were removed."""
     count = 0
@@ -117,21 +133,16 @@ def resolve_inside(root: str | Path, relative: str, source: str | Path, line: in
     try:
         root_resolved = Path(root).resolve()
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"{root}: cannot resolve the dataset root ({_first_line(exc)})") from None
+        raise UserError(f"{root}: cannot resolve the dataset root ({first_line(exc)})") from None
     try:
         candidate = (root_resolved / rel).resolve()
     except (RuntimeError, OSError) as exc:  # Python < 3.13 raises RuntimeError on a symlink loop
         raise AnnotationError(source, line, f"image path {relative!r} cannot be resolved "
-                                            f"({_first_line(exc)})") from None
+                                            f"({first_line(exc)})") from None
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise AnnotationError(source, line, f"image path {relative!r} escapes the dataset root {root}")
     _check_name_length(candidate, relative, source, line)
     return candidate
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
 def _check_name_length(candidate: Path, relative: str, source: str | Path, line: int | None) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from mtcnn_train.config import Config, config_from_dict, load_config, save_config
 from mtcnn_train.stages import STAGES
 from mtcnn_train.errors import UserError
-from mtcnn_train.io import atomic_write_json
+from mtcnn_train.io import atomic_write_json, json_safe
 from mtcnn_train.samples.labels import SAMPLE_TYPES
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
@@ -168,7 +168,7 @@ def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = 
         start = time.perf_counter()
         metrics = train_or_resume(stage, cfg, sample_dir, run_dir, init)
         report.seconds[stage] = time.perf_counter() - start
-        report.metrics[stage] = _plain(metrics)
+        report.metrics[stage] = json_safe(metrics)
         val = (metrics.get("best_val") or {})
         echo(f"[{2 * number + 2}/{2 * len(stages)}] {stage} trained: validation accuracy "
              f"{_fmt(val.get('accuracy'))}, recall {_fmt(val.get('recall'))}, precision {_fmt(val.get('precision'))} "
@@ -178,17 +178,6 @@ def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = 
     plot_training_curves(run_dir)
     atomic_write_json(run_dir / "summary.json", report.to_json())
     return report
-
-
-def _plain(value: Any) -> Any:
-    """Metrics as JSON-safe plain values (tensors and NumPy scalars become floats)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 def evaluate_fddb_set(cfg: Config, run_dir: Path, fddb_root: Path, *, echo: Callable[[str], None] = print,

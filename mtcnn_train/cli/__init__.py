@@ -15,7 +15,7 @@ import sys
 import click
 
 from mtcnn_train.cli.common import cli, release_output_locks
-from mtcnn_train.errors import UserError, os_error_message
+from mtcnn_train.errors import UserError, first_line, os_error_message
 
 # Each module registers its commands on the ``cli`` group of cli/common.py when imported.
 from mtcnn_train.cli import data, samples, train, detect, evaluate, export, pipeline  # noqa: E402,F401
@@ -37,7 +37,7 @@ def expected_failure(exc: BaseException) -> str | None:
     torch = sys.modules.get("torch")
     out_of_memory = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if out_of_memory is not None and isinstance(exc, out_of_memory):
-        return f"out of GPU memory ({str(exc).splitlines()[0] if str(exc) else 'no detail'}); lower the batch size"
+        return f"out of GPU memory ({first_line(exc) if str(exc) else 'no detail'}); lower the batch size"
     return None
 
 

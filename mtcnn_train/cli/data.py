@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from mtcnn_train.cli.common import cli, config_options
+from mtcnn_train.cli.common import cli, config_options, get_config, prepare_output_dir
+from mtcnn_train.datasets.formats import DATASET_FORMATS
 from mtcnn_train.errors import UserError
 
 
@@ -26,7 +27,6 @@ def make_synthetic(out: Path, images: int, seed: int, force: bool, config_path: 
     """
     import time
 
-    from mtcnn_train.cli.common import get_config, prepare_output_dir
     from mtcnn_train.datasets import synthetic
 
     get_config(config_path, overrides)  # a bad --config/--set fails here, before anything is written
@@ -39,9 +39,6 @@ def make_synthetic(out: Path, images: int, seed: int, force: bool, config_path: 
 
 # --------------------------------------------------------------------------------------------
 # data check, data convert
-
-from mtcnn_train.cli.common import get_config  # noqa: E402
-from mtcnn_train.datasets.formats import DATASET_FORMATS  # noqa: E402
 
 DATA_FORMATS = ("auto",) + DATASET_FORMATS
 

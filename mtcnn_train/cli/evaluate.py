@@ -8,6 +8,7 @@ import click
 from mtcnn_train.cli.common import cli, config_options, get_config, prepare_output_dir
 from mtcnn_train.datasets.formats import BOX_FORMATS
 from mtcnn_train.errors import UserError
+from mtcnn_train.stages import STAGES
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -93,7 +94,7 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
                                           "hard}_val.mat: score the easy/medium/hard settings.")
 @click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
 @click.option("--predictions", type=_DIR, help="Score an existing prediction folder (<event>/<image>.txt).")
-@click.option("--stages", "last_stage", type=click.Choice(["pnet", "rnet", "onet"]), default=None,
+@click.option("--stages", "last_stage", type=click.Choice(STAGES), default=None,
               help="With --weights: score the cascade up to this stage (P, P+R or P+R+O; default: all it has).")
 @click.option("--out", type=_DIR, required=True, help="Output folder (predictions/, ap.json, pr_curve.png).")
 @config_options

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir
+from mtcnn_train.stages import STAGES, earlier_stages
 
 
 @cli.command("demo")
@@ -36,7 +37,7 @@ def demo(out: Path, images: int, seed: int, quiet: bool, config_path: Path | Non
 @cli.command("pipeline")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder; rerunning the same command resumes where it stopped.")
-@click.option("--stages", type=click.Choice(["pnet", "rnet", "onet"]), default="onet", show_default=True,
+@click.option("--stages", type=click.Choice(STAGES), default="onet", show_default=True,
               help="Last stage to train.")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Score P, P+R and P+R+O with the WIDER protocol on the held-out validation images.")
@@ -48,12 +49,11 @@ def demo(out: Path, images: int, seed: int, quiet: bool, config_path: Path | Non
 def pipeline(out: Path, stages: str, evaluate: bool, init: Path | None, quiet: bool, config_path: Path | None,
              overrides: tuple[str, ...]) -> None:
     """Run every stage of a config in order (samples, P-Net, mining, R-Net, mining, O-Net, eval)."""
-    from mtcnn_train.stages import STAGES
     from mtcnn_train.io import atomic_write_json
     from mtcnn_train.pipeline import evaluate_validation_split, run_pipeline
 
     cfg = get_config(config_path, overrides)
-    chosen = STAGES[:STAGES.index(stages) + 1]
+    chosen = (*earlier_stages(stages), stages)
     lock_output_dir(out)
     report = run_pipeline(cfg, out, stages=chosen, progress=not quiet, echo=click.echo, init=init)
     if evaluate:

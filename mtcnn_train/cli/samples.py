@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import click
 
 from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir, prepare_output_dir
+from mtcnn_train.config import LandmarksFormat
 from mtcnn_train.datasets.formats import BOX_FORMATS
 from mtcnn_train.errors import UserError
+from mtcnn_train.stages import STAGES
 
 
 @cli.command("gen-samples")
-@click.option("--stage", type=click.Choice(["pnet", "rnet", "onet"]), required=True)
+@click.option("--stage", type=click.Choice(STAGES), required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Sample folder; rerunning the same command resumes an interrupted run.")
 @click.option("--weights", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -27,7 +30,7 @@ from mtcnn_train.errors import UserError
               help="Folder the --boxes image names are relative to (default: per format).")
 @click.option("--landmarks", "landmarks", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CelebA, LFW+Net or MTFL landmark list (overrides data.landmarks).")
-@click.option("--landmarks-format", type=click.Choice(["auto", "celeba", "celeba-aligned", "lfw-net", "mtfl"]),
+@click.option("--landmarks-format", type=click.Choice(get_args(LandmarksFormat)),
               default=None, help="Format of --landmarks (default: detected).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes (overrides sampling.workers; 0 = automatic, at most one per CPU core).")

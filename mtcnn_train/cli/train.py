@@ -12,9 +12,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir
-
-SIZES = {"pnet": 12, "rnet": 24, "onet": 48}
-
+from mtcnn_train.stages import INPUT_SIZE, STAGES
 
 def _summary(result: dict) -> str:
     val = result.get("best_val") or {}
@@ -29,7 +27,7 @@ def _summary(result: dict) -> str:
 def _make_stage_command(stage: str) -> None:
     letter = stage[0].upper()
 
-    @cli.command(stage, help=f"Train {letter}-Net on {SIZES[stage]}x{SIZES[stage]} sample shards into RUN_DIR "
+    @cli.command(stage, help=f"Train {letter}-Net on {INPUT_SIZE[stage]}x{INPUT_SIZE[stage]} sample shards into RUN_DIR "
                              f"(RUN_DIR/{stage}.pt, RUN_DIR/{stage}/).  Works under torchrun for several GPUs.")
     @click.option("--samples", "sample_dirs", multiple=True, required=True,
                   type=click.Path(file_okay=False, path_type=Path),
@@ -53,5 +51,5 @@ def _make_stage_command(stage: str) -> None:
             click.echo(_summary(result))
 
 
-for _stage in SIZES:
+for _stage in STAGES:
     _make_stage_command(_stage)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -17,9 +17,15 @@ from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError
 from mtcnn_train.io import resolve_inside
 
-#: Largest coordinate (in pixels) a reader accepts.  The biggest image the package loads is
-#: 16384 pixels on a side (io.MAX_IMAGE_PIXELS); anything far beyond that is a corrupt file.
+# The limits on coordinates, in pixels: the one place they are stated.
+#: Largest coordinate an annotation reader accepts (every box, point and ellipse of a dataset).  The
+#: biggest image the package loads is 16384 pixels on a side (io.MAX_IMAGE_PIXELS); anything far
+#: beyond that is a corrupt file.
 MAX_COORDINATE = 1_000_000.0
+#: Largest coordinate a detection file may hold to be scored (evaluation/fddb.py draws detections
+#: as regions): OpenCV takes drawing coordinates as 32-bit integers.  Looser than
+#: :data:`MAX_COORDINATE` because a detector's boxes may reach far outside the image.
+MAX_DRAWN_COORDINATE = 10_000_000.0
 
 
 def _line_of(data: bytes, position: int) -> int:
@@ -73,16 +79,25 @@ def looks_numeric(line: str) -> bool:
     return bool(fields) and all(is_number(f) for f in fields)
 
 
-def parse_number(token: str, path: Path | str, line: int, what: str) -> float:
-    """One finite number of sane size, or an AnnotationError naming ``what`` it was meant to be."""
+def parse_number(token: str, path: Path | str, line: int | None, what: str,
+                 limit: float | None = MAX_COORDINATE) -> float:
+    """One finite number of sane size read from text, or an AnnotationError naming ``what`` it was
+    meant to be.  ``limit=None``: any finite number (e.g. a score)."""
     try:
         value = float(token)
     except ValueError:
         raise AnnotationError(path, line, f"{what}: {token!r} is not a number") from None
+    return check_number(value, token, path, line, what, limit)
+
+
+def check_number(value: float, written: Any, path: Path | str, line: int | None, what: str,
+                 limit: float | None = MAX_COORDINATE) -> float:
+    """The rule every reader applies to a number, read from text or JSON: finite, and at most
+    ``limit`` in size; ``written`` is the value as the file wrote it, quoted in the error."""
     if not math.isfinite(value):
-        raise AnnotationError(path, line, f"{what}: {token!r} is not a finite number")
-    if abs(value) > MAX_COORDINATE:
-        raise AnnotationError(path, line, f"{what}: {token!r} is out of range (limit {MAX_COORDINATE:g})")
+        raise AnnotationError(path, line, f"{what}: {written!r} is not a finite number")
+    if limit is not None and abs(value) > limit:
+        raise AnnotationError(path, line, f"{what}: {written!r} is out of range (limit {limit:g})")
     return value
 
 

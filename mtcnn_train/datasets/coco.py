@@ -24,13 +24,12 @@ so the position is the entry's place in its list.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from mtcnn_train.datasets.annotation_text import MAX_COORDINATE, ImagePathResolver, read_text_lines
+from mtcnn_train.datasets.annotation_text import ImagePathResolver, check_number, read_text_lines
 from mtcnn_train.datasets.labels import LabelFilter, keypoint_order, normalise_keypoint_name
 from mtcnn_train.datasets.records import LANDMARK_NAMES, FaceRecord
 from mtcnn_train.datasets.wider import WIDER_FLAGS
@@ -57,10 +56,7 @@ def load_json(path: Path) -> Any:
 def _number(value: Any, path: Path, where: str, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AnnotationError(path, None, f"{where}: {what}: expected a number, got {value!r:.60}")
-    value = float(value)
-    if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
-        raise AnnotationError(path, None, f"{where}: {what}: {value!r} is not a finite number of sane size")
-    return value
+    return check_number(float(value), value, path, None, f"{where}: {what}")
 
 
 def _flag(entry: dict, key: str, path: Path, where: str) -> int:

@@ -15,6 +15,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from mtcnn_train.devices import resolve_device
 from mtcnn_train.errors import UserError
 
 
@@ -46,23 +47,21 @@ def context_from_env() -> DistContext:
     return DistContext(rank, world_size, local_rank)
 
 
-def select_device(requested: str, ctx: DistContext) -> torch.device:
-    """``auto`` picks CUDA when present (the rank's local GPU under torchrun), else the CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {requested!r} requested but CUDA is not available")
-        if requested == "cuda":
-            index = ctx.local_rank % torch.cuda.device_count()
-        else:
-            index = int(requested.split(":", 1)[1]) + (ctx.local_rank if ctx.enabled else 0)
-        if index >= torch.cuda.device_count():
-            raise UserError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-        device = torch.device("cuda", index)
-        torch.cuda.set_device(device)
-        return device
-    return torch.device("cpu")
+def rank_device(requested: str, ctx: DistContext) -> torch.device:
+    """The device this rank trains on: ``requested`` resolved (:func:`mtcnn_train.devices.resolve_device`),
+    and on CUDA the rank's own GPU: ``cuda`` is the rank's local GPU, ``cuda:N`` counts from GPU N."""
+    device = resolve_device(requested)
+    if device.type != "cuda":
+        return torch.device("cpu")
+    if device.index is None:
+        index = ctx.local_rank % torch.cuda.device_count()
+    else:
+        index = device.index + (ctx.local_rank if ctx.enabled else 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
 
 
 def init_process_group(ctx: DistContext, device: torch.device) -> None:

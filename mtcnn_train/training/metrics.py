@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from mtcnn_train.samples.labels import LABEL_POSITIVE
 from mtcnn_train.training.loss import LossTerms, LossWeights, task_masks
 
 # Slots of the sums vector.
@@ -48,7 +49,7 @@ class MetricSums:
         det_mask, box_mask, landmark_mask = task_masks(labels)
         logits = logits.float()
         predicted_face = logits[:, 1] > logits[:, 0]  # softmax probability > 0.5
-        is_face = labels == 1
+        is_face = labels == LABEL_POSITIVE
         ce = torch.nn.functional.cross_entropy(logits, is_face.long(), reduction="none")
         box_err = _squared_error(box_pred, box_targets, box_mask)
         landmark_err = _squared_error(landmark_pred, landmark_targets, landmark_mask)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtcnn_train.config import Config, config_from_dict, load_config, save_config
+from mtcnn_train.config import Config, config_from_dict, defaults_yaml, load_config, save_config
 from mtcnn_train.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +22,44 @@ def test_default_yaml_holds_the_paper_settings():
     assert (d.min_face_size, d.scale_factor, d.thresholds) == (20, 0.709, [0.6, 0.7, 0.7])
     # default.yaml and the built-in defaults agree
     assert cfg.to_dict() == Config().to_dict()
+
+
+def test_default_yaml_is_generated_from_the_dataclasses():
+    assert (REPO / "configs" / "default.yaml").read_text() == defaults_yaml(), \
+        "regenerate it: python -m mtcnn_train.config > mtcnn_train/configs/default.yaml"
+
+
+@pytest.mark.parametrize("key, value, choices", [
+    ("train.pnet.optimizer", "rmsprop", "adam, adamw or sgd"),
+    ("train.rnet.lr_schedule", "linear", "constant, step or cosine"),
+    ("train.onet.amp", "fp8", "off, bf16 or fp16"),
+    ("train.pnet.best_by", "accuracy", "loss, loss_det, loss_box, loss_landmark, last or detection"),
+    ("detection.crop_border", "pad", "zero or clip"),
+    ("sampling.landmark_boxes", "guess", "auto, file or derived"),
+    ("data.landmarks_format", "ibug", "auto, celeba, celeba-aligned, lfw-net or mtfl"),
+])
+def test_word_settings_are_checked_against_their_type(tmp_path, key, value, choices):
+    section, *rest = key.split(".")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"{key}={value}"])
+    assert str(err.value) == f"--set {key}={value}: {key}: must be {choices}, got {value!r}"
+    # In a file, the message names the file and the line.
+    bad = tmp_path / "bad.yaml"
+    nested = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(key.split(".")[:-1]))
+    bad.write_text(nested + f"{'  ' * len(rest)}{rest[-1]}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"bad\.yaml:{len(rest) + 1}: {key}: must be"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_device_names(device):
+    assert load_config(None, [f"train.pnet.device={device}"]).train.pnet.device == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "cudax", "cuda:-1", "cuda:one"])
+def test_bad_device_names_fail_at_load(device):
+    with pytest.raises(ConfigError, match=r"train\.pnet\.device: must be auto, cpu or cuda\[:N\]"):
+        load_config(None, [f"train.pnet.device={device}"])
 
 
 def test_every_config_file_loads():

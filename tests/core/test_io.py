@@ -81,3 +81,15 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
     (tmp_path / ".tmp-leftover.npy").write_text("x")
     assert remove_stale_temp_files(tmp_path) == 1
+
+
+def test_json_safe_makes_plain_strict_json():
+    import math
+
+    import numpy as np
+    import torch
+
+    from mtcnn_train.io import json_safe
+
+    value = {"a": math.nan, 1: (np.float32(0.5), torch.tensor(2)), "b": [math.inf, None, "x"], "c": {"d": -math.inf}}
+    assert json_safe(value) == {"a": None, "1": [0.5, 2], "b": [None, None, "x"], "c": {"d": None}}

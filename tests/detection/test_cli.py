@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mtcnn_train.checkpoint import load_stage_net
+from mtcnn_train.nets import build_net
 
 from .conftest import random_image
 from .test_weights_import import fake_facenet_state_dict
@@ -80,6 +81,11 @@ def test_import_weights_command(cli_runner, tmp_path):
         torch.save(fake_facenet_state_dict(stage, seed=i), source / f"{stage}.pt")
     result = cli_runner("import-weights", "--from", "facenet-pytorch", source, "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
-    assert load_stage_net(tmp_path / "run", "onet") is not None
+    # The imported O-Net holds exactly the weights the facenet-pytorch layout was made from.
+    torch.manual_seed(2)
+    expected = build_net("onet").state_dict()
+    imported = load_stage_net(tmp_path / "run", "onet").state_dict()
+    assert imported.keys() == expected.keys()
+    assert all(torch.equal(imported[k], v) for k, v in expected.items())
     result = cli_runner("import-weights", "--from", "facenet-pytorch", tmp_path / "nowhere", "--out", tmp_path / "r2")
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "nowhere" in result.stderr

@@ -14,7 +14,8 @@ from mtcnn_train.config import load_config
 from mtcnn_train.errors import UserError
 from mtcnn_train.training import trainer
 from mtcnn_train.training.distributed import DistContext, rank_slice
-from mtcnn_train.training.trainer import epoch_order, lr_factor, prepare_run, train_stage
+from mtcnn_train.training.stage_run import prepare_run
+from mtcnn_train.training.trainer import train_stage
 
 from tests.training.conftest import tiny_config, write_tiny_samples
 
@@ -185,26 +186,6 @@ def test_resume_from_a_mid_epoch_checkpoint_reaches_the_same_weights(tmp_path, m
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed["optimizer"]["state"][key][name]))
     assert full["history"][-1]["train"] == resumed["history"][-1]["train"]
-
-
-def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
-    assert torch.equal(epoch_order(100, 0, 3), epoch_order(100, 0, 3))
-    assert not torch.equal(epoch_order(100, 0, 3), epoch_order(100, 0, 4))
-    assert not torch.equal(epoch_order(100, 1, 3), epoch_order(100, 0, 3))
-    assert sorted(epoch_order(100, 0, 3).tolist()) == list(range(100))
-
-
-def test_learning_rate_schedules():
-    cfg = load_config(None, ["train.pnet.epochs=10", "train.pnet.lr_schedule=cosine"]).train.pnet
-    assert lr_factor(0, 100, cfg) == 1.0
-    assert lr_factor(500, 100, cfg) == pytest.approx(0.5)
-    assert lr_factor(1000, 100, cfg) == pytest.approx(0.0, abs=1e-12)
-    cfg = load_config(None, ["train.pnet.lr_schedule=step", "train.pnet.lr_milestones=[2,4]",
-                             "train.pnet.lr_gamma=0.1"]).train.pnet
-    assert [lr_factor(s, 10, cfg) for s in (0, 19, 20, 39, 40)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    cfg = load_config(None, ["train.pnet.warmup_epochs=1", "train.pnet.lr_schedule=constant"]).train.pnet
-    assert lr_factor(0, 10, cfg) == pytest.approx(0.1) and lr_factor(9, 10, cfg) == pytest.approx(1.0)
-    assert lr_factor(50, 10, cfg) == 1.0
 
 
 def test_each_rank_takes_a_disjoint_part_of_the_batch():
