@@ -55,6 +55,7 @@ from torch import nn
 from mtcnn_train.checkpoint import checkpoint_window_rule, load_stage_net, stage_weights_path
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.stages import INPUT_SIZE, STAGES, check_stage
+from mtcnn_train.devices import resolve_device
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
     batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_point_fractions,
@@ -204,15 +205,6 @@ def _check_image(image: np.ndarray, position: int) -> None:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
         raise UserError(f"image {position}: expected an H x W x 3 uint8 RGB array, got shape {shape} dtype {dtype}")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device} requested but CUDA is not available")
-    return device
 
 
 # --------------------------------------------------------------------------------------------
