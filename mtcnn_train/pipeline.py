@@ -89,7 +89,7 @@ def validation_records(cfg: Config) -> list[Any]:
 def landmark_validation_records(cfg: Config) -> list[Any]:
     """The landmark faces held out of every sample set (``data.landmarks_val_fraction``)."""
     from mtcnn_train.datasets.split import split_train_val
-    from mtcnn_train.samples.generate import read_landmark_list
+    from mtcnn_train.samples.inputs import read_landmark_list
 
     if not cfg.data.landmarks or cfg.data.landmarks_val_fraction <= 0:
         return []
