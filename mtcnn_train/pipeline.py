@@ -215,7 +215,7 @@ def run_demo(out_dir: str | Path, *, images: int = 200, seed: int = 0, overrides
              config_path: str | Path | None = None, progress: bool = True,
              echo: Callable[[str], None] = print) -> PipelineReport:
     """``mtcnn-train demo``: synthetic data, the whole cascade, FDDB-protocol scoring, one table."""
-    from mtcnn_train.datasets.synthetic import is_synthetic_set, make_synthetic, synthetic_config
+    from mtcnn_train.synthetic import is_synthetic_set, make_synthetic, synthetic_config
 
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"

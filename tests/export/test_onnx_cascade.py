@@ -23,7 +23,7 @@ from mtcnn_train.checkpoint import save_checkpoint
 from mtcnn_train.cli import cli
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.stages import STAGES
-from mtcnn_train.datasets.synthetic import wider_image
+from mtcnn_train.synthetic import wider_image
 from mtcnn_train.detect_files import detect_paths
 from mtcnn_train.detector import Cascade, Detections
 from mtcnn_train.errors import UserError
