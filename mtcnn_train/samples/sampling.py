@@ -233,7 +233,7 @@ def rotated_point_fractions(crops: np.ndarray, angles_deg: np.ndarray, points: n
     as fractions of the crop side.
 
     A crop turned by angle a shows the source point ``c + R(a) d`` at offset ``d`` from its centre
-    ``c`` (the convention :func:`crop_rotated` cuts by), so a source point ``p`` lands at
+    ``c`` (the convention :func:`mtcnn_train.imaging.crop_rotated` cuts by), so a source point ``p`` lands at
     ``d = R(a)^T (p - c)``.  With all angles 0 this is :func:`~mtcnn_train.geometry.landmark_offsets`.
     """
     crops = np.asarray(crops, np.float64).reshape(-1, 4)
