@@ -11,7 +11,8 @@ only what sample runs need on top of it:
   per started worker (the one it cuts and the next, so it never idles while this process is busy
   cutting a unit of its own).  Everything else stays here, where this process takes it.
 * **A dead worker stops the run** with a one-line :class:`WorkerDiedError` saying how to resume
-  (the finished units are on disk), instead of ``BrokenProcessPool``'s traceback.
+  (the finished units are on disk), instead of ``BrokenProcessPool``'s traceback; an error or
+  Ctrl-C stops the workers at once (as ``multiprocessing.Pool.terminate`` did).
 
 Units finish in any order; each writes its own folder, so the output does not depend on it.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
@@ -67,15 +69,14 @@ def run_tasks(function: Callable[[Any], Any], tasks: Sequence[Any], helpers: int
     executor = ProcessPoolExecutor(helpers, mp_context=context, initializer=_init_worker, initargs=(ready,))
     queue = collections.deque(tasks)
     submitted: set[Future] = set()
-    started = 0
+    started: list[int] = []  # process ids of the workers that are up
     try:
         # The executor spawns a worker per submission while none is idle: start them all now.
         warmups = {executor.submit(int) for _ in range(helpers)}
         while queue or submitted:
             while not ready.empty():
-                ready.get()
-                started += 1
-            while queue and len(submitted) < UNITS_PER_WORKER * started:
+                started.append(ready.get())
+            while queue and len(submitted) < UNITS_PER_WORKER * len(started):
                 submitted.add(executor.submit(function, queue.popleft()))
             if queue and this_process_works:
                 yield function(queue.popleft())
@@ -91,6 +92,18 @@ def run_tasks(function: Callable[[Any], Any], tasks: Sequence[Any], helpers: int
     except BrokenProcessPool:
         raise WorkerDiedError("a sample worker process died (killed, or out of memory?); the finished units are "
                               "kept: rerun the same command to resume") from None
+    except BaseException:
+        # Ctrl-C, or an error here or in a worker: stop the workers now rather than let them finish
+        # the units they hold (the executor has no terminate before Python 3.14).  A unit cut
+        # half-way was never published; a rerun cuts it again.
+        while not ready.empty():
+            started.append(ready.get())
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:  # already gone
+                pass
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
