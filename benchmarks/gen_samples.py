@@ -7,7 +7,7 @@ kept crop a ``cv2.resize`` to 12x12 and a ``cv2.imwrite`` of its own JPEG, plus 
 ``path label [offsets]`` in a list file.  It uses the same IoU bands, face-size rule, per-image
 counts, images and seed as ours; it runs in one process, as those scripts do.
 
-Ours is ``generate_pnet_samples`` on the same images (WIDER part only, no landmark list, no
+Ours is ``generate_samples`` (stage ``pnet``) on the same images (WIDER part only, no landmark list, no
 validation hold-out), timed end to end (reading annotations, cutting, the ratio mix, writing
 shards and manifest).  Ours keeps only the ratio subset of what it cuts, so disk use is compared
 per stored crop as well as in total.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from mtcnn_train.config import load_config  # noqa: E402
 from mtcnn_train.datasets.wider import read_wider, wider_paths  # noqa: E402
-from mtcnn_train.samples.generate import generate_pnet_samples  # noqa: E402
+from mtcnn_train.samples.generate import generate_samples  # noqa: E402
 
 
 def disk_bytes(folder: Path) -> tuple[int, int, int]:
@@ -153,7 +153,7 @@ def run_baseline(annotation: Path, images_root: Path, images: int, out: Path, se
 
 def run_ours(cfg, out: Path) -> dict:
     wall, cpu = time.perf_counter(), cpu_seconds()
-    report = generate_pnet_samples(cfg, out, progress=False)
+    report = generate_samples(cfg, out, "pnet", progress=False)
     result = {"seconds": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu, "crops": report.crops_cut,
               "stored": sum(report.counts.values())}
     result["disk"], result["apparent"], result["files"] = disk_bytes(out)

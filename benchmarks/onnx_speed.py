@@ -9,7 +9,7 @@ same torch code in both, so the difference is the nets' runtime.  Needs the ``on
 
 Images: the first N of WIDER FACE train (``--wider``, default ``../shared/data/wider_face``, in the
 order of the official annotation file) at their own size, one at a time; synthetic WIDER-style
-images (``datasets.synthetic``) when that folder is absent.  For each thread count T, torch gets
+images (``mtcnn_train.synthetic``) when that folder is absent.  For each thread count T, torch gets
 ``torch.set_num_threads(T)`` (both cascades run their torch parts with it) and onnxruntime
 ``intra_op_num_threads=T``.  Each timed round runs every image through both cascades in turn
 (interleaved, so load from other processes hits both alike); the best round counts.  Outputs are
@@ -55,7 +55,7 @@ def load_images(wider: Path, count: int) -> tuple[list[np.ndarray], str]:
     paths = wider_images(wider, count)
     if paths:
         return [load_image(p) for p in paths], f"{len(paths)} WIDER FACE train images (own sizes)"
-    from mtcnn_train.datasets.synthetic import wider_image
+    from mtcnn_train.synthetic import wider_image
 
     return ([wider_image(0, "wider_val", i)[1] for i in range(count)],
             f"{count} synthetic WIDER-style images (no WIDER FACE under {wider})")

@@ -89,7 +89,7 @@ def validation_records(cfg: Config) -> list[Any]:
 def landmark_validation_records(cfg: Config) -> list[Any]:
     """The landmark faces held out of every sample set (``data.landmarks_val_fraction``)."""
     from mtcnn_train.datasets.split import split_train_val
-    from mtcnn_train.samples.generate import read_landmark_list
+    from mtcnn_train.samples.inputs import read_landmark_list
 
     if not cfg.data.landmarks or cfg.data.landmarks_val_fraction <= 0:
         return []
@@ -205,7 +205,7 @@ def run_demo(out_dir: str | Path, *, images: int = 200, seed: int = 0, overrides
              config_path: str | Path | None = None, progress: bool = True,
              echo: Callable[[str], None] = print) -> PipelineReport:
     """``mtcnn-train demo``: synthetic data, the whole cascade, FDDB-protocol scoring, one table."""
-    from mtcnn_train.datasets.synthetic import is_synthetic_set, make_synthetic, synthetic_config
+    from mtcnn_train.synthetic import is_synthetic_set, make_synthetic, synthetic_config
 
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"

@@ -27,7 +27,7 @@ def make_synthetic(out: Path, images: int, seed: int, force: bool, config_path: 
     """
     import time
 
-    from mtcnn_train.datasets import synthetic
+    from mtcnn_train import synthetic
 
     get_config(config_path, overrides)  # a bad --config/--set fails here, before anything is written
     prepare_output_dir(out, force, resume_ok=synthetic.is_synthetic_set(out))

@@ -11,7 +11,8 @@ at detection time, and each candidate they keep is labelled by its IoU with the 
 Crops are cut with :meth:`Cascade.crops`, the very cut R-Net and O-Net see at detection time
 (squared candidate, integer window, area resize, zero border).  Landmark crops come from the
 landmark set as for P-Net, at 24 or 48 px.  The same work units, resume rule, ratio and shard
-format as the P-Net set are used (:mod:`mtcnn_train.samples.generate`).
+format as the P-Net set are used (:mod:`.units`, :mod:`.generate`); this module only cuts a unit
+and never imports the orchestration.
 
 The run logs what a user needs when R-Net or O-Net go wrong: the earlier stages' **recall** on the
 training faces (share of usable faces that some candidate covers at IoU >= 0.65 and >= 0.4) and
@@ -27,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from mtcnn_train.config import Config
-from mtcnn_train.stages import INPUT_SIZE, STAGES
-from mtcnn_train.datasets.split import record_key
+from mtcnn_train.stages import INPUT_SIZE, STAGES, earlier_stages
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import iou_matrix
 from mtcnn_train.samples import sampling as smp
+from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_OF, LABEL_PART, LABEL_POSITIVE
 from mtcnn_train.samples.shards import concat_arrays
+from mtcnn_train.samples.units import WIDER_STREAM, WorkUnit, detection_images, item_rng, new_stats
 
 #: IoU levels at which the earlier stages' recall is reported.
 RECALL_LEVELS = (0.65, 0.4)
@@ -43,15 +45,15 @@ _cascade_cache: dict[tuple, Any] = {}
 
 
 def previous_stage(stage: str) -> str:
-    if stage not in ("rnet", "onet"):
+    if stage not in STAGES or not earlier_stages(stage):
         raise UserError(f"mining makes R-Net or O-Net samples; got --stage {stage}")
-    return STAGES[STAGES.index(stage) - 1]
+    return earlier_stages(stage)[-1]
 
 
 def weights_fingerprint(weights: str | Path, stage: str) -> str:
     """Hash of the earlier stages' weight files: mined units are reused only with the same nets."""
     digest = hashlib.sha256()
-    for name in STAGES[:STAGES.index(stage)]:
+    for name in earlier_stages(stage):
         path = Path(weights) / f"{name}.pt"
         if not path.is_file():
             raise UserError(f"{path}: not found; mining {stage} samples needs the trained {name} "
@@ -84,7 +86,7 @@ def cap_negatives(labels: np.ndarray, cap: int) -> np.ndarray:
     first, so the hardest are kept); 0 keeps all."""
     keep = np.ones(len(labels), bool)
     if cap > 0:
-        negatives = np.flatnonzero(labels == smp.LABEL_NEGATIVE)
+        negatives = np.flatnonzero(labels == LABEL_NEGATIVE)
         keep[negatives[cap:]] = False
     return keep
 
@@ -96,7 +98,7 @@ def label_candidates(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarr
     target_usable = usable[best] if len(faces) else np.zeros(len(candidates), bool)
     labels = smp.band_labels(max_iou, target_usable, bands)
     targets = np.full((len(candidates), 4), np.nan, np.float32)
-    has_target = (labels == smp.LABEL_POSITIVE) | (labels == smp.LABEL_PART)
+    has_target = (labels == LABEL_POSITIVE) | (labels == LABEL_PART)
     if np.any(has_target):
         from mtcnn_train.geometry import box_offsets
 
@@ -113,41 +115,33 @@ def recall_counts(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarray)
     return counts
 
 
-def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def process_mining_unit(unit: WorkUnit, cfg: Config, stage: str, weights: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run the earlier stages over a unit of training images and keep their labelled candidates.
 
     Besides the sample arrays, the result holds ``origin`` per crop: :data:`ORIGIN_DETECTION` for
     a mined candidate, :data:`ORIGIN_TOP_UP` for a ``mining_base_crops`` crop (the manifest
     reports the share of each type that came from detections).
     """
-    from mtcnn_train.samples import generate as gen
-
-    stats = gen._new_stats()
+    stats = new_stats()
     stats.update({"faces_usable": 0, "candidates": 0, **{f"covered_{level}": 0 for level in RECALL_LEVELS}})
     size = INPUT_SIZE[stage]
     cascade = _cascade(weights, stage, mining_detection_config(cfg))
     bands = smp.Bands.from_config(cfg.sampling)
     parts, origins = [], []
-    loaded_images = gen.load_ahead([record.image_path for _, _, record in unit.items])
-    for (_seed_index, source_index, record), loaded in zip(unit.items, loaded_images):
-        image = gen.count_loaded(loaded, record_key(record), stats)
-        if image is None:
-            continue
-        stats["images"] += 1
+    for seed_index, source_index, image, faces, usable in detection_images(unit, cfg.sampling.min_face_size, stats):
         height, width = image.shape[:2]
-        faces, usable = gen._detection_faces(record, width, height, cfg.sampling.min_face_size, stats)
         candidates = cascade.detect(image, stages=previous_stage(stage)).boxes.astype(np.float64)
         for key, value in recall_counts(candidates, faces, usable).items():
             stats[key] += value
         labels, targets = label_candidates(candidates, faces, usable, bands)
         keep = (labels != smp.DISCARD) & cap_negatives(labels, cfg.sampling.mining_negatives_per_image)
-        stats["mined_negatives_over_cap"] += int(np.sum((labels == smp.LABEL_NEGATIVE) & ~keep))
+        stats["mined_negatives_over_cap"] += int(np.sum((labels == LABEL_NEGATIVE) & ~keep))
         crops, labels, targets = candidates[keep], labels[keep], targets[keep]
         origin = np.full(len(labels), ORIGIN_DETECTION, np.uint8)
         if cfg.sampling.mining_base_crops:
             # The explicit top-up: the IoU-banded crops of P-Net sampling around each face, under
             # the mined hard examples (a strong earlier stage may let few negatives or faces through).
-            plan = smp.plan_detection_crops(gen._item_rng(cfg.sampling.seed, gen._WIDER_STREAM, _seed_index),
+            plan = smp.plan_detection_crops(item_rng(cfg.sampling.seed, WIDER_STREAM, seed_index),
                                             width, height, faces, usable, cfg.sampling, bands)
             crops = np.concatenate([crops, plan.crops])
             labels = np.concatenate([labels, plan.labels])
@@ -171,8 +165,6 @@ def process_mining_unit(unit, cfg: Config, stage: str, weights: str) -> tuple[di
 
 def composition(labels: np.ndarray, origin: np.ndarray) -> dict[str, dict[str, int]]:
     """Per detection sample type, how many crops came from detections and how many from the top-up."""
-    from mtcnn_train.samples.labels import LABEL_OF
-
     out = {}
     for name in ("negative", "positive", "part"):
         of_type = labels == LABEL_OF[name]
@@ -185,7 +177,7 @@ def recall_summary(stats: dict[str, Any], stage: str) -> dict[str, Any]:
     """The figures logged after mining (and stored in the manifest)."""
     faces = max(stats.get("faces_usable", 0), 1)
     images = max(stats.get("images", 0), 1)
-    earlier = "+".join(s[0].upper() for s in STAGES[:STAGES.index(stage)])
+    earlier = "+".join(s[0].upper() for s in earlier_stages(stage))
     return {
         "earlier_stages": earlier,
         "faces_usable": stats.get("faces_usable", 0),

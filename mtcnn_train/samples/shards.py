@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mtcnn_train.errors import UserError
+from mtcnn_train.errors import UserError, first_line
 from mtcnn_train.io import atomic_path, atomic_write_json
 from mtcnn_train.samples.labels import LABEL_NAMES, LABEL_OF
 
@@ -149,11 +149,6 @@ def write_sample_set(directory: str | Path, arrays: dict[str, np.ndarray], manif
 _STEM = re.compile(r"shard-\d{5,}")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else exc.__class__.__name__
-
-
 def _is_count(value: Any) -> bool:
     """A whole number >= 0 from JSON (``True`` is an int in Python but not a count)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -215,7 +210,7 @@ def check_array_header(path: Path, key: str, count: int, crop_size: int) -> None
     except FileNotFoundError:
         raise UserError(f"{path}: shard file missing (the manifest lists it)") from None
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
-        raise UserError(f"{path}: unreadable shard ({_one_line(exc)})") from None
+        raise UserError(f"{path}: unreadable shard ({first_line(exc)})") from None
     if dtype != expected_dtype:
         raise UserError(f"{path}: {key} array has dtype {dtype}, expected {expected_dtype}")
     if len(shape) >= 1 and shape[0] != count and len(shape) == len(expected_shape):
@@ -280,7 +275,7 @@ class SampleSet:
             try:
                 manifest = json.loads(manifest_path.read_text())
             except (OSError, ValueError, RecursionError) as exc:
-                raise UserError(f"{manifest_path}: unreadable manifest ({_one_line(exc)})") from None
+                raise UserError(f"{manifest_path}: unreadable manifest ({first_line(exc)})") from None
             check_manifest(manifest, manifest_path)
             if crop_size is not None and manifest["crop_size"] != crop_size:
                 raise UserError(f"{d}: crop size {manifest['crop_size']} differs from {crop_size} of {dirs[0]}")
@@ -294,7 +289,7 @@ class SampleSet:
                     try:
                         shard[key] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
                     except (OSError, ValueError, EOFError) as exc:
-                        raise UserError(f"{path}: unreadable shard ({_one_line(exc)})") from None
+                        raise UserError(f"{path}: unreadable shard ({first_line(exc)})") from None
                     if not isinstance(shard[key], np.ndarray) or shard[key].ndim == 0:
                         raise UserError(f"{path}: not a single .npy array")
                     if len(shard[key]) != entry["count"]:

@@ -354,7 +354,7 @@ def test_convert_never_overwrites_and_names_missing_images(tmp_path):
 def test_fddb_to_coco_keeps_the_ellipse_boxes(tmp_path):
     from mtcnn_train.datasets.fddb import read_fddb
 
-    from mtcnn_train.datasets.synthetic import make_synthetic
+    from mtcnn_train.synthetic import make_synthetic
 
     make_synthetic(tmp_path / "syn", num_images=8, seed=3)
     fddb_root = tmp_path / "syn" / "fddb"

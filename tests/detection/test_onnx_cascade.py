@@ -22,7 +22,7 @@ from conftest import shared_path
 from mtcnn_train.cli import cli
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.stages import STAGES
-from mtcnn_train.datasets.synthetic import wider_image
+from mtcnn_train.synthetic import wider_image
 from mtcnn_train.detection.detect_files import detect_paths
 from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.errors import UserError

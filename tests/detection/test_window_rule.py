@@ -18,7 +18,7 @@ from mtcnn_train.config import DetectionConfig
 from mtcnn_train.detection.cascade import (
     WINDOW_RULES, Cascade, decode_pnet_windows, pnet_candidates, pyramid_scales, scaled_size)
 from mtcnn_train.imaging import resize_area, summed_area_table
-from mtcnn_train.samples.sampling import crop_resize_fast
+from mtcnn_train.imaging import crop_resize_fast
 
 HEIGHT, WIDTH = 301, 433
 

@@ -14,7 +14,7 @@ import torch
 from mtcnn_train.checkpoint import load_checkpoint
 from mtcnn_train.config import config_from_dict, load_config
 from mtcnn_train.datasets.convert import convert_dataset
-from mtcnn_train.datasets.synthetic import make_synthetic, synthetic_config
+from mtcnn_train.synthetic import make_synthetic, synthetic_config
 from mtcnn_train.datasets.wider import wider_paths
 from mtcnn_train.errors import UserError
 from mtcnn_train.pipeline import DEMO_CONFIG, run_pipeline

@@ -24,7 +24,7 @@ import torch
 from mtcnn_train.checkpoint import save_checkpoint
 from mtcnn_train.config import load_config, save_config
 from mtcnn_train.datasets.split import split_train_val
-from mtcnn_train.datasets.synthetic import make_synthetic
+from mtcnn_train.synthetic import make_synthetic
 from mtcnn_train.datasets.wider import read_wider, wider_paths, write_wider
 from mtcnn_train.evaluation.fddb import write_detections
 from mtcnn_train.folder_lock import LOCK_FILE, FolderLock

@@ -111,7 +111,7 @@ def _check_stage(tmp_path, make_args, outputs_equal, seed):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from mtcnn_train.datasets.synthetic import make_synthetic, synthetic_config
+    from mtcnn_train.synthetic import make_synthetic, synthetic_config
 
     root = tmp_path_factory.mktemp("syn")
     make_synthetic(root / "data", num_images=8, seed=5)

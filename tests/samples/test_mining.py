@@ -98,7 +98,7 @@ def _face_loving_net(stage):
 
 
 def test_mined_sets_are_labelled_resumable_and_worker_independent(tmp_path, cli_runner):
-    from mtcnn_train.datasets.synthetic import make_synthetic, synthetic_config
+    from mtcnn_train.synthetic import make_synthetic, synthetic_config
 
     make_synthetic(tmp_path / "data", num_images=4, seed=3)
     run = tmp_path / "run"

@@ -15,8 +15,9 @@ from mtcnn_train.datasets.landmarks import read_landmarks
 from mtcnn_train.datasets.wider import read_wider, wider_paths
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import MIRROR_POINT_ORDER, calibrate, iou_matrix, landmarks_from_offsets
-from mtcnn_train.samples import generate
-from mtcnn_train.samples.generate import LANDMARK_PREFIX, WIDER_PREFIX, generate_pnet_samples
+from mtcnn_train.samples import units, workdir
+from mtcnn_train.samples.generate import generate_samples
+from mtcnn_train.samples.units import LANDMARK_PREFIX, WIDER_PREFIX
 from mtcnn_train.samples.shards import SampleSet
 from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
@@ -31,8 +32,8 @@ def set_files(directory: Path) -> dict[str, bytes]:
 @pytest.fixture
 def small_units(monkeypatch):
     # Several work units even on 21 images, so resuming and parallel work have something to split.
-    monkeypatch.setattr(generate, "WIDER_UNIT", 4)
-    monkeypatch.setattr(generate, "LANDMARK_UNIT", 16)
+    monkeypatch.setattr(units, "WIDER_UNIT", 4)
+    monkeypatch.setattr(units, "LANDMARK_UNIT", 16)
 
 
 def ground_truth(manifest: dict, synthetic_data: dict) -> dict[str, np.ndarray]:
@@ -47,7 +48,7 @@ def ground_truth(manifest: dict, synthetic_data: dict) -> dict[str, np.ndarray]:
 
 def test_every_sample_lies_in_its_band_and_its_targets_point_at_its_face(small_config, synthetic_data, tmp_path, small_units):
     cfg = small_config()
-    report = generate_pnet_samples(cfg, tmp_path / "set", progress=False)
+    report = generate_samples(cfg, tmp_path / "set", progress=False)
     arrays = SampleSet.open(tmp_path / "set").arrays()
     manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
     truth = ground_truth(manifest, synthetic_data)
@@ -85,7 +86,7 @@ def test_every_sample_lies_in_its_band_and_its_targets_point_at_its_face(small_c
 def test_turned_landmark_crops_keep_point_distances_and_tilt_the_eye_line(small_config, synthetic_data, tmp_path):
     def landmark_samples(*extra):
         out = tmp_path / f"set{len(extra)}"
-        generate_pnet_samples(small_config("sampling.ratio.landmark=100", *extra), out, progress=False)
+        generate_samples(small_config("sampling.ratio.landmark=100", *extra), out, progress=False)
         arrays = SampleSet.open(out).arrays()
         manifest = json.loads((out / "manifest.json").read_text())
         rows = np.nonzero(arrays["labels"] == LABEL_LANDMARK)[0]
@@ -118,12 +119,12 @@ def test_turned_landmark_crops_keep_point_distances_and_tilt_the_eye_line(small_
 
 
 def test_same_seed_gives_byte_identical_sets_in_one_process_and_in_worker_processes(small_config, tmp_path, small_units, monkeypatch):
-    one = generate_pnet_samples(small_config("sampling.workers=1"), tmp_path / "one", progress=False)
+    one = generate_samples(small_config("sampling.workers=1"), tmp_path / "one", progress=False)
     assert one.process_ids == (os.getpid(),)
     # Spawned workers only (this process idle), so the units really are cut in other processes
     # (left to itself this process would cut a run this small alone before they start).
-    monkeypatch.setattr(generate, "MAIN_PROCESS_TAKES_UNITS", False)
-    two = generate_pnet_samples(small_config("sampling.workers=3"), tmp_path / "two", progress=False)
+    two = generate_samples(small_config("sampling.workers=3"), tmp_path / "two", progress=False,
+                           this_process_works=False)
     assert two.process_ids and os.getpid() not in two.process_ids
     assert one.counts == two.counts
     files_one, files_two = set_files(tmp_path / "one"), set_files(tmp_path / "two")
@@ -135,15 +136,15 @@ def test_same_seed_gives_byte_identical_sets_in_one_process_and_in_worker_proces
     manifests = [json.loads(files[name]) for files in (files_one, files_two) for name in ["manifest.json"]]
     assert [m["config"]["sampling"].pop("workers") for m in manifests] == [1, 3]
     assert manifests[0] == manifests[1]
-    generate_pnet_samples(small_config("sampling.seed=5"), tmp_path / "seed5", progress=False)
+    generate_samples(small_config("sampling.seed=5"), tmp_path / "seed5", progress=False)
     assert set_files(tmp_path / "seed5")["shard-00000.crops.npy"] != files_one["shard-00000.crops.npy"]
 
 
 def test_an_interrupted_run_resumes_to_the_same_output(small_config, tmp_path, small_units, monkeypatch):
     cfg = small_config()
-    generate_pnet_samples(cfg, tmp_path / "whole", progress=False)
+    generate_samples(cfg, tmp_path / "whole", progress=False)
 
-    real = generate.process_unit
+    real = workdir.process_unit
     calls = {"n": 0}
 
     def crash_on_third(*args, **kwargs):
@@ -152,9 +153,9 @@ def test_an_interrupted_run_resumes_to_the_same_output(small_config, tmp_path, s
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generate, "process_unit", crash_on_third)
+    monkeypatch.setattr(workdir, "process_unit", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)
+        generate_samples(cfg, tmp_path / "resumed", progress=False)
     work = tmp_path / "resumed" / ".work"
     finished = sorted(p.name for p in work.iterdir() if p.is_dir())
     assert len(finished) == 2 and not (tmp_path / "resumed" / "manifest.json").exists()
@@ -165,22 +166,22 @@ def test_an_interrupted_run_resumes_to_the_same_output(small_config, tmp_path, s
     (work / ".tmp-wider-000002-999").mkdir()
     (work / ".tmp-wider-000002-999" / "shard-00000.labels.npy").write_bytes(b"half")
 
-    monkeypatch.setattr(generate, "process_unit", real)
-    report = generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(workdir, "process_unit", real)
+    report = generate_samples(cfg, tmp_path / "resumed", progress=False)
     assert report.units_done_before == 2
     assert set_files(tmp_path / "whole") == set_files(tmp_path / "resumed")
     assert not work.exists()
     # A finished set is left alone by a rerun, and refused for other settings unless forced.
-    again = generate_pnet_samples(cfg, tmp_path / "resumed", progress=False)
+    again = generate_samples(cfg, tmp_path / "resumed", progress=False)
     assert again.already_complete and again.counts == report.counts
     with pytest.raises(UserError, match="--force"):
-        generate_pnet_samples(small_config("sampling.seed=3"), tmp_path / "resumed", progress=False)
-    generate_pnet_samples(small_config("sampling.seed=3"), tmp_path / "resumed", progress=False, force=True)
+        generate_samples(small_config("sampling.seed=3"), tmp_path / "resumed", progress=False)
+    generate_samples(small_config("sampling.seed=3"), tmp_path / "resumed", progress=False, force=True)
     assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["seed"] == 3
 
 
 def test_changed_settings_restart_the_unfinished_work(small_config, tmp_path, small_units, monkeypatch):
-    real = generate.process_unit
+    real = workdir.process_unit
     calls = {"n": 0}
 
     def crash_on_second(*args, **kwargs):
@@ -189,13 +190,13 @@ def test_changed_settings_restart_the_unfinished_work(small_config, tmp_path, sm
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generate, "process_unit", crash_on_second)
+    monkeypatch.setattr(workdir, "process_unit", crash_on_second)
     with pytest.raises(RuntimeError):
-        generate_pnet_samples(small_config(), tmp_path / "out", progress=False)
-    monkeypatch.setattr(generate, "process_unit", real)
-    report = generate_pnet_samples(small_config("sampling.seed=9"), tmp_path / "out", progress=False)
+        generate_samples(small_config(), tmp_path / "out", progress=False)
+    monkeypatch.setattr(workdir, "process_unit", real)
+    report = generate_samples(small_config("sampling.seed=9"), tmp_path / "out", progress=False)
     assert report.units_done_before == 0
-    generate_pnet_samples(small_config("sampling.seed=9"), tmp_path / "fresh", progress=False)
+    generate_samples(small_config("sampling.seed=9"), tmp_path / "fresh", progress=False)
     assert set_files(tmp_path / "out") == set_files(tmp_path / "fresh")
 
 
@@ -219,7 +220,7 @@ def test_bad_inputs_are_counted_reported_and_listed(synthetic_data, tmp_path, sm
              "2--Event2/outside.jpg", "2", "10 10 30 30 0 0 0 0 0 0 ", "400 400 30 30 0 0 0 0 0 0 "]
     annotation.write_text(text + "\n".join(extra) + "\n")
     cfg = small_config(f"data.wider_root={root}", "data.val_fraction=0")
-    report = generate_pnet_samples(cfg, tmp_path / "out", progress=False)
+    report = generate_samples(cfg, tmp_path / "out", progress=False)
     stats = report.stats
     assert stats["images_unreadable"] == 2
     assert stats["images_converted"] == 2
@@ -240,7 +241,7 @@ def test_bad_inputs_are_counted_reported_and_listed(synthetic_data, tmp_path, sm
 
 
 def test_validation_images_are_never_sampled(small_config, synthetic_data, tmp_path, small_units):
-    generate_pnet_samples(small_config("data.val_fraction=0.25"), tmp_path / "out", progress=False)
+    generate_samples(small_config("data.val_fraction=0.25"), tmp_path / "out", progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     val = set(manifest["split"]["val"])
     train = set(manifest["split"]["train"])
@@ -251,8 +252,8 @@ def test_validation_images_are_never_sampled(small_config, synthetic_data, tmp_p
 
 
 def test_parts_made_apart_merge_into_one_set(small_config, tmp_path, small_units, cli_runner):
-    whole = generate_pnet_samples(small_config(), tmp_path / "whole", progress=False)
-    parts = [generate_pnet_samples(small_config(), tmp_path / f"part{i}", num_shards=2, shard_index=i, progress=False)
+    whole = generate_samples(small_config(), tmp_path / "whole", progress=False)
+    parts = [generate_samples(small_config(), tmp_path / f"part{i}", num_shards=2, shard_index=i, progress=False)
              for i in range(2)]
     # Seeds are per image, so the parts' candidates are exactly the whole run's candidates.
     for name in whole.available:
@@ -298,14 +299,16 @@ def test_cli_gen_samples_and_inspect(synthetic_data, tmp_path, cli_runner):
 WORKER_KILL_SCRIPT = """
 import sys
 from mtcnn_train.config import load_config
-from mtcnn_train.samples import generate
+from mtcnn_train.samples import units
+from mtcnn_train.samples.generate import generate_samples
+from mtcnn_train.samples.pool import WorkerDiedError
 
-generate.MAIN_PROCESS_TAKES_UNITS = False  # only the workers cut units (and only they die)
-generate.WIDER_UNIT, generate.LANDMARK_UNIT = 4, 16
+units.WIDER_UNIT, units.LANDMARK_UNIT = 4, 16
 cfg = load_config(None, sys.argv[3:])  # argv[2] is a placeholder
 try:
-    generate.generate_pnet_samples(cfg, sys.argv[1], progress=False)
-except generate.WorkerDiedError as exc:
+    # Only the workers cut units (and only they die).
+    generate_samples(cfg, sys.argv[1], progress=False, this_process_works=False)
+except WorkerDiedError as exc:
     print(exc)
     sys.exit(3)
 """
@@ -330,8 +333,8 @@ def test_a_worker_killed_mid_unit_stops_the_run_and_a_rerun_resumes(synthetic_da
     assert not (out / "manifest.json").exists()
 
     # The rerun (no kills) resumes and gives the same set as an uninterrupted run.
-    generate_pnet_samples(small_config(), out, progress=False)
-    generate_pnet_samples(small_config(), tmp_path / "whole", progress=False)
+    generate_samples(small_config(), out, progress=False)
+    generate_samples(small_config(), tmp_path / "whole", progress=False)
     files_resumed, files_whole = set_files(out), set_files(tmp_path / "whole")
     for name in files_whole:
         if name.startswith("shard-"):

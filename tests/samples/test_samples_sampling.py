@@ -9,6 +9,7 @@ from mtcnn_train.config import SamplingConfig
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.datasets.split import split_train_val
 from mtcnn_train.geometry import calibrate, iou_matrix, landmark_offsets, landmarks_from_offsets
+from mtcnn_train import imaging
 from mtcnn_train.imaging import crop_resize_numpy
 from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
@@ -32,13 +33,13 @@ def test_fast_cut_matches_the_tensor_crop_resize(shape):
     boxes = random_boxes(np.random.default_rng(1), 300, shape[1], shape[0])
     boxes[:5] = [[0, 0, 12, 12], [10.5, 20.25, 40.5, 50.25], [-20, -20, 40, 40], [shape[1] - 30, 5, shape[1] + 10, 45],
                  [0, 0, shape[1], shape[0]]]
-    ours = smp.crop_resize_fast(image, boxes, 12).astype(int)
+    ours = imaging.crop_resize_fast(image, boxes, 12).astype(int)
     reference = crop_resize_numpy(image, boxes.astype(np.float32), 12).astype(int)
     diff = np.abs(ours - reference)
     assert ours.shape == (300, 12, 12, 3)
     assert diff.max() <= 8 and diff.mean() < 0.6
     # Wholly outside the image reads as zeros (zero padding).
-    assert smp.crop_resize_fast(image, np.array([[-50, -50, -20, -20]]), 12).max() == 0
+    assert imaging.crop_resize_fast(image, np.array([[-50, -50, -20, -20]]), 12).max() == 0
 
 
 def test_mosaic_batching_changes_nothing():
@@ -46,9 +47,9 @@ def test_mosaic_batching_changes_nothing():
     images = [smooth_image((80, 80, 3), seed=i) for i in range(30)] + [smooth_image((45, 61, 3), seed=99)]
     boxes = [smp.squares_around_faces(rng, np.array([[15.0, 12.0, 63.0, 70.0]]), 6)[0] for _ in images]
     boxes[4] = np.zeros((0, 4))
-    batched = smp.crop_resize_many(images, boxes, 12)
+    batched = imaging.crop_resize_many(images, boxes, 12)
     for image, box, crops in zip(images, boxes, batched):
-        assert np.array_equal(crops, smp.crop_resize_fast(image, box, 12))
+        assert np.array_equal(crops, imaging.crop_resize_fast(image, box, 12))
 
 
 def test_candidate_draws_are_squares_of_whole_pixels_and_stay_inside():
@@ -124,8 +125,8 @@ def test_landmark_crops_overlap_their_face_and_mirror_consistently():
 def test_upright_crop_rotated_matches_the_upright_cut():
     image = smooth_image((80, 80, 3), seed=7)
     crops = np.array([[10.0, 8.0, 70.0, 68.0], [-6.0, 4.0, 50.0, 60.0], [20.0, 20.0, 44.0, 44.0]])
-    upright = smp.crop_resize_fast(image, crops, 48).astype(np.int16)
-    turned = smp.crop_rotated(image, crops, np.zeros(3), 48).astype(np.int16)
+    upright = imaging.crop_resize_fast(image, crops, 48).astype(np.int16)
+    turned = imaging.crop_rotated(image, crops, np.zeros(3), 48).astype(np.int16)
     assert turned.shape == upright.shape
     # Different interpolation (area pyramid vs area resize + bilinear), same picture.
     assert np.abs(turned - upright).mean() < 3.0
@@ -141,7 +142,7 @@ def test_rotated_crops_show_the_points_where_their_targets_say(angle):
         cv2.circle(image, (int(x), int(y)), 3, colour, -1)
     crops = np.array([[20.0, 25.0, 100.0, 105.0]])  # 80 px -> 48 px: also exercises the shrink
     fractions = smp.rotated_point_fractions(crops, np.array([angle]), points[None])[0]
-    crop = smp.crop_rotated(image, crops, np.array([angle]), 48)[0].astype(np.float64)
+    crop = imaging.crop_rotated(image, crops, np.array([angle]), 48)[0].astype(np.float64)
     for (fx, fy), colour in zip(fractions, colours):
         # Dot centres sit at pixel centres (x + 0.5 in edge coordinates); the target must land
         # within a pixel of the brightest spot of that colour.

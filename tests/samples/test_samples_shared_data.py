@@ -14,7 +14,9 @@ from mtcnn_train.config import load_config
 from mtcnn_train.datasets.landmarks import read_landmarks
 from mtcnn_train.datasets.wider import read_wider, wider_paths
 from mtcnn_train.geometry import iou_matrix
-from mtcnn_train.samples.generate import LANDMARK_PREFIX, WIDER_PREFIX, derive_landmark_boxes, generate_pnet_samples
+from mtcnn_train.samples.generate import generate_samples
+from mtcnn_train.samples.inputs import derive_landmark_boxes
+from mtcnn_train.samples.units import LANDMARK_PREFIX, WIDER_PREFIX
 from mtcnn_train.samples.shards import SampleSet
 from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
@@ -29,7 +31,7 @@ def test_real_data_counts_meet_the_ratio_and_every_sample_is_in_its_band(tmp_pat
                              f"sampling.total={total}", "sampling.workers=1"])
     derive = derive_landmark_boxes(cfg.sampling.landmark_boxes, "mtfl")
     landmark_records = read_landmarks(mtfl, fmt="mtfl", derive_boxes=derive)[:1500]
-    report = generate_pnet_samples(cfg, tmp_path / "set", progress=False, landmark_records=landmark_records)
+    report = generate_samples(cfg, tmp_path / "set", progress=False, landmark_records=landmark_records)
 
     ratio = {"negative": 3, "positive": 1, "part": 1, "landmark": 2}
     for name, share in ratio.items():

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from mtcnn_train.config import config_from_dict
-from mtcnn_train.datasets import synthetic
+from mtcnn_train import synthetic
 from mtcnn_train.datasets.fddb import read_fddb
 from mtcnn_train.datasets.landmarks import detect_landmark_format, read_landmarks
 from mtcnn_train.datasets.wider import WIDER_FLAGS, read_wider, wider_paths
 from mtcnn_train.geometry import ellipse_to_box
 from mtcnn_train.io import load_image
+from mtcnn_train.synthetic import faces, scenes
+from mtcnn_train.synthetic.drawing import Painter
+from mtcnn_train.synthetic.styles import SceneStyle
 
 NUM_IMAGES = 12
 
@@ -125,7 +128,7 @@ def test_faces_vary_in_size_and_look(synthetic_set):
     splits = summary["splits"]
     assert min(s["face_size_min"] for s in splits.values()) < 20
     assert max(s["face_size_max"] for s in splits.values()) > 150
-    assert all(s["face_size_min"] >= synthetic.MIN_FACE for s in splits.values())
+    assert all(s["face_size_min"] >= faces.MIN_FACE for s in splits.values())
     train = splits["wider_train"]
     assert train["occluded_faces"] > 0 and train["blurred_faces"] > 0
     assert train["faces"] > NUM_IMAGES  # several faces per image on average
@@ -137,7 +140,7 @@ def test_distractors_exist_and_avoid_faces():
         _, _, truth = synthetic.wider_image(0, "wider_train", index)
         kinds.update(truth.distractor_kinds)
         assert len(truth.distractor_kinds) == len(truth.distractor_boxes)
-    assert len(kinds) >= 4 and kinds <= set(synthetic.DISTRACTOR_KINDS)
+    assert len(kinds) >= 4 and kinds <= set(scenes.DISTRACTOR_KINDS)
 
 
 def test_boxes_and_landmarks_are_consistent():
@@ -165,12 +168,12 @@ def test_boxes_and_landmarks_are_consistent():
 @pytest.mark.parametrize("w, h, roll_deg", [(12, 15, 0), (40, 50, 25), (37, 61, -30), (120, 151, 12), (300, 380, -7)])
 def test_drawn_face_ellipse_fills_its_integer_box(w, h, roll_deg):
     """The rolled face ellipse, drawn at sub-pixel precision, has exactly the stored box as its tight box."""
-    a, b, roll = synthetic.solve_face_ellipse(w, h, math.radians(roll_deg))
-    tight_w, tight_h = synthetic._tight_box(a, b, roll)
+    a, b, roll = faces.solve_face_ellipse(w, h, math.radians(roll_deg))
+    tight_w, tight_h = faces._tight_box(a, b, roll)
     assert tight_w == pytest.approx(w) and tight_h == pytest.approx(h)
     x, y = 7, 11
     mask = np.zeros((h + 30, w + 30), np.uint8)
-    synthetic._Painter(mask).ellipse((x + w / 2, y + h / 2), (a, b), math.degrees(roll), 255)
+    Painter(mask).ellipse((x + w / 2, y + h / 2), (a, b), math.degrees(roll), 255)
     ys, xs = np.nonzero(mask >= 128)  # pixels at least half covered
     # pixel edges: the covered pixel columns x .. x + w - 1 give the box x .. x + w (1 pixel of anti-aliasing)
     assert abs(xs.min() - x) <= 1 and abs(xs.max() + 1 - (x + w)) <= 1
@@ -180,16 +183,16 @@ def test_drawn_face_ellipse_fills_its_integer_box(w, h, roll_deg):
 def test_rendering_a_face_changes_the_pixels_inside_its_box():
     """Faces are drawn where the box says (and an image with no faces has an empty truth)."""
     rng = synthetic.image_rng(3, "wider_train", 0)
-    style = synthetic.SceneStyle((1, 1), (60, 60), (0, 0), (0, 0), occlusion_prob=0.0, blur_probs=(1.0, 0.0, 0.0))
-    image, truth = synthetic.render_image(rng, 200, 200, style)
+    style = SceneStyle((1, 1), (60, 60), (0, 0), (0, 0), occlusion_prob=0.0, blur_probs=(1.0, 0.0, 0.0))
+    image, truth = scenes.render_image(rng, 200, 200, style)
     assert truth.num_faces == 1
     x1, y1, x2, y2 = truth.boxes[0].astype(int)
     eye = truth.landmarks[0, 0].astype(int)
     # the iris is darker than the skin at the face centre
     centre = ((x1 + x2) // 2, (y1 + y2) // 2)
     assert image[eye[1], eye[0]].mean() < image[centre[1], centre[0]].mean()
-    empty = synthetic.SceneStyle((0, 0), (20, 20), (1, 1), (0, 0))
-    _, nothing = synthetic.render_image(synthetic.image_rng(3, "wider_train", 1), 100, 100, empty)
+    empty = SceneStyle((0, 0), (20, 20), (1, 1), (0, 0))
+    _, nothing = scenes.render_image(synthetic.image_rng(3, "wider_train", 1), 100, 100, empty)
     assert nothing.num_faces == 0 and nothing.boxes.shape == (0, 4) and nothing.landmarks.shape == (0, 5, 2)
 
 
