@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from mtcnn_train.datasets.annotation_text import MAX_DRAWN_COORDINATE, parse_number
 from mtcnn_train.errors import AnnotationError, UserError
 from mtcnn_train.evaluation.fddb_matching import MATCHING_METHODS, OfficialSolverError, assignment
 from mtcnn_train.evaluation.runner import DetectionLog, detect_images, detector_fingerprint
@@ -51,8 +52,6 @@ DISC_ROC_NAME = "DiscROC.txt"
 CONT_ROC_NAME = "ContROC.txt"
 #: Detection file written by the detector-driven evaluation.
 DETECTIONS_NAME = "detections.txt"
-#: Values beyond this are refused: OpenCV takes drawing coordinates as 32-bit integers.
-_MAX_COORDINATE = 1.0e7
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,18 +152,8 @@ def read_roc(path: str | Path) -> np.ndarray:
 # ``left top width height score`` (or ``major minor angle cx cy score`` for ellipses).
 
 
-def _parse_finite(token: str, path: Path, line: int, what: str) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise AnnotationError(path, line, f"{what}: {token!r} is not a number") from None
-    if not math.isfinite(value):
-        raise AnnotationError(path, line, f"{what}: {token!r} is not a finite number")
-    return value
-
-
 def _parse_count(token: str, path: Path, line: int) -> int:
-    value = _parse_finite(token, path, line, "detection count")
+    value = parse_number(token, path, line, "detection count", limit=None)
     if value < 0 or not float(value).is_integer():
         raise AnnotationError(path, line, f"detection count must be a whole number >= 0, got {token!r}")
     return int(value)
@@ -222,7 +211,7 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
             fields = lines[i].split()
             if len(fields) < width:
                 raise AnnotationError(path, i + 1, f"expected {width} numbers '{layout}', got {lines[i].strip()!r}")
-            rows[k] = [_parse_finite(tok, path, i + 1, what) for tok, what in zip(fields[:width], layout.split())]
+            rows[k] = [parse_number(tok, path, i + 1, what, limit=None) for tok, what in zip(fields[:width], layout.split())]
             if ellipse and (rows[k, 0] < 0 or rows[k, 1] < 0):
                 raise AnnotationError(path, i + 1, "ellipse radii must not be negative")
             if not ellipse and (rows[k, 2] < 0 or rows[k, 3] < 0):
@@ -231,8 +220,8 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
             rows_read += 1
             if not ellipse and len(fields) == 6 and abs(float(fields[2])) <= math.pi + 1e-3:
                 ellipse_like.append(i + 1)
-            if np.abs(rows[k, :-1]).max() > _MAX_COORDINATE:
-                raise AnnotationError(path, i + 1, f"coordinates beyond +-{_MAX_COORDINATE:g} pixels")
+            if np.abs(rows[k, :-1]).max() > MAX_DRAWN_COORDINATE:
+                raise AnnotationError(path, i + 1, f"coordinates beyond +-{MAX_DRAWN_COORDINATE:g} pixels")
             i += 1
         out[name] = rows
     if rows_read and len(ellipse_like) == rows_read:
@@ -360,8 +349,8 @@ def rasterize_ellipses(ellipses: np.ndarray, height: int, width: int) -> list[_M
     for cx, cy, a, b, angle in params.tolist():
         if a < 0 or b < 0:
             raise UserError(f"ellipse with negative radius ({a}, {b}) cannot be drawn")
-        if max(abs(cx), abs(cy), a, b) > _MAX_COORDINATE:
-            raise UserError(f"ellipse beyond +-{_MAX_COORDINATE:g} pixels cannot be drawn")
+        if max(abs(cx), abs(cy), a, b) > MAX_DRAWN_COORDINATE:
+            raise UserError(f"ellipse beyond +-{MAX_DRAWN_COORDINATE:g} pixels cannot be drawn")
         reach = max(a, b) + 2  # polygon vertices lie within the larger radius (+ rounding)
         x0, x1 = max(cx - reach, 0), min(cx + reach + 1, width)
         y0, y1 = max(cy - reach, 0), min(cy + reach + 1, height)

@@ -9,7 +9,6 @@ writes the checkpoints.  Under ``torchrun`` every rank runs this loop; rank 0 wr
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,9 +28,6 @@ from mtcnn_train.training.run_folder import (StagePaths, decide_start, prepare_f
 from mtcnn_train.training.stage_run import StageRun, prepare_run
 from mtcnn_train.training.state import (Progress, best_weights, restore_training_state, resumed_config,
                                         training_state)
-
-#: Test hook: when set to a folder, every rank writes its final weights there as ``rank<N>.pt``.
-DUMP_ENV = "MTCNN_TRAIN_DUMP_DIR"
 
 EpochScorer = Callable[[nn.Module], dict[str, float]]
 
@@ -159,7 +155,6 @@ def train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None =
             publish_weights(paths)
     finally:
         log.close()
-    _dump_for_tests(run)
     return final_metrics(run.stage, progress)
 
 
@@ -190,10 +185,3 @@ def final_metrics(stage: str, progress: Progress) -> dict[str, Any]:
     return {"stage": stage, "epoch": last.get("epoch"), "train": last.get("train"), "val": last.get("val"),
             "best_epoch": progress.best_epoch, "best_val": best.get("val"), "best_loss": progress.best_loss,
             "best_detection": best.get("detection")}
-
-
-def _dump_for_tests(run: StageRun) -> None:
-    """Test hook (:data:`DUMP_ENV`): each rank writes the weights it ended with."""
-    folder = os.environ.get(DUMP_ENV)
-    if folder:
-        save_checkpoint(Path(folder) / f"rank{run.ctx.rank}.pt", {"stage": run.stage, "model": run.net.state_dict()})

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mtcnn_train.nets import build_net
-from mtcnn_train.training.trainer import DUMP_ENV
 
 from tests.training.conftest import write_tiny_samples
 
@@ -21,9 +21,11 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     sets = {"epochs": 2, "batch_size": 32, "threads": 1, "val_fraction": 0.2, "log_every_steps": 2,
             "checkpoint_every_steps": 3}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "mtcnn_train", "pnet", "--samples", str(samples), "--out", str(out),
+               str(Path(__file__).with_name("ddp_rank_dump.py")), "pnet", "--samples", str(samples), "--out", str(out),
                *[arg for key, value in sets.items() for arg in ("--set", f"train.pnet.{key}={value}")]]
-    env = {**os.environ, DUMP_ENV: str(dump), "OMP_NUM_THREADS": "1"}
+    dump.mkdir()
+    env = {**os.environ, "DUMP_DIR": str(dump), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
