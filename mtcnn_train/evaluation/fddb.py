@@ -119,15 +119,20 @@ def write_roc(path: str | Path, roc: np.ndarray) -> None:
     atomic_write_text(path, format_roc(roc))
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A text file another program wrote (undecodable bytes replaced), or a one-line UserError."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_roc(path: str | Path) -> np.ndarray:
     """Read a DiscROC/ContROC file (ours or anyone's): rows of 2 or 3 numbers, ``TPR FP [thr]``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UserError(f"{path}: ROC file not found") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = _read_text(path, "ROC file")
     rows = []
     width = None
     for number, line in enumerate(text.splitlines(), 1):
@@ -173,12 +178,7 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
     ellipses and refused without ``ellipse=True``.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UserError(f"{path}: detection file not found") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = _read_text(path, "detection file")
     lines = text.splitlines()
     width = 6 if ellipse else 5
     layout = "major minor angle cx cy score" if ellipse else "left top width height score"
