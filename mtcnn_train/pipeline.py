@@ -186,7 +186,7 @@ def evaluate_fddb_set(cfg: Config, run_dir: Path, fddb_root: Path, *, echo: Call
     from mtcnn_train.datasets.fddb import present_folds, read_fddb
     from mtcnn_train.detection.cascade import Cascade
     from mtcnn_train.evaluation.fddb import evaluate_fddb_with_detector
-    from mtcnn_train.evaluation.runner import detector_fingerprint
+    from mtcnn_train.detection.runner import detector_fingerprint
 
     folds = present_folds(fddb_root)
     if not folds:
@@ -240,7 +240,7 @@ def evaluate_validation_split(cfg: Config, run_dir: str | Path, stages: tuple[st
     """WIDER-protocol AP on the held-out validation images for P, P+R and P+R+O cascades."""
     from mtcnn_train.datasets.wider import write_wider
     from mtcnn_train.detection.cascade import Cascade
-    from mtcnn_train.evaluation.runner import detector_fingerprint
+    from mtcnn_train.detection.runner import detector_fingerprint
     from mtcnn_train.evaluation.wider import evaluate_wider_with_detector, ground_truth_from_records
 
     run_dir = Path(run_dir)

@@ -1,6 +1,8 @@
 """Inference: the MTCNN cascade and everything that runs or ships it.
 
 ``cascade``        the cascade (P-Net pyramid, R-Net, O-Net) and its pieces
+``runner``         the cascade over many images (batches, unreadable images skipped, resumable log),
+                   used by ``detect``, mining's callers and every evaluation
 ``onnx_runtime``   exported ONNX nets run by onnxruntime inside the same cascade
 ``export``         writing the nets as ONNX or TorchScript
 ``weights_import`` the published (facenet-pytorch) weights converted to our checkpoints

@@ -37,7 +37,7 @@ from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.detection.export import export_models
 from mtcnn_train.detection.onnx_runtime import require_onnxruntime
 from mtcnn_train.errors import ImageError, UserError
-from mtcnn_train.evaluation.runner import detect_batches
+from mtcnn_train.detection.runner import detect_batches
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
 from mtcnn_train.stages import STAGES, check_stage
 

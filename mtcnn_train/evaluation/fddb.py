@@ -42,7 +42,7 @@ import numpy as np
 from mtcnn_train.datasets.annotation_text import MAX_DRAWN_COORDINATE, parse_number
 from mtcnn_train.errors import AnnotationError, UserError
 from mtcnn_train.evaluation.fddb_matching import MATCHING_METHODS, OfficialSolverError, assignment
-from mtcnn_train.evaluation.runner import DetectionLog, detect_images, detector_fingerprint
+from mtcnn_train.detection.runner import DetectionLog, detect_images, detector_fingerprint
 from mtcnn_train.io import remove_stale_temp_files, atomic_write_json, atomic_write_text, image_size
 
 #: Threshold the official program gives an image without detections (C++ DBL_MAX on Linux).
@@ -709,7 +709,7 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
 
 
 # --------------------------------------------------------------------------------------------
-# Detector-driven evaluation (the loop and its resumable log: mtcnn_train.evaluation.runner).
+# Detector-driven evaluation (the loop and its resumable log: mtcnn_train.detection.runner).
 
 
 def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: str | Path, cfg: Any,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from mtcnn_train.datasets.landmarks import box_from_landmarks
 from mtcnn_train.datasets.records import LANDMARK_NAMES, FaceRecord
 from mtcnn_train.errors import UserError
-from mtcnn_train.evaluation.runner import detect_batches
+from mtcnn_train.detection.runner import detect_batches
 from mtcnn_train.geometry import iou_matrix, landmarks_from_offsets
 from mtcnn_train.io import atomic_write_json, load_image
 

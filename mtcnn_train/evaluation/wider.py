@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mtcnn_train.errors import AnnotationError, UserError
-from mtcnn_train.evaluation.runner import DetectionLog, detect_images, detector_fingerprint
+from mtcnn_train.detection.runner import DetectionLog, detect_images, detector_fingerprint
 from mtcnn_train.io import atomic_write_json, atomic_write_text
 
 #: The official settings and the .mat file holding each one's kept-face indices.

@@ -5,7 +5,7 @@ import numpy as np
 
 from mtcnn_train.detection.cascade import Detections
 from mtcnn_train.errors import ImageError
-from mtcnn_train.evaluation.runner import DetectionLog, detect_batches, detect_images, detector_fingerprint
+from mtcnn_train.detection.runner import DetectionLog, detect_batches, detect_images, detector_fingerprint
 from mtcnn_train.io import save_image
 
 
