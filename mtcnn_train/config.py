@@ -376,6 +376,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         raise errors[0]
     if origin is Literal:
         choices = typing.get_args(tp)
+        if value is False and "off" in choices:
+            value = "off"  # YAML 1.1 reads a bare `off` as false: `amp: off` means the word
         text = _coerce(value, str, key, where)
         if text not in choices:
             raise ConfigError(f"{where}: {key}: must be {_one_of(choices)}, got {text!r}")

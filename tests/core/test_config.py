@@ -134,3 +134,13 @@ def test_save_and_reload_roundtrip(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again.to_dict() == cfg.to_dict()
     assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())).train.rnet.batch_size == 7
+
+
+def test_a_bare_off_in_yaml_is_the_word(tmp_path):
+    """YAML 1.1 reads `off` as false; for a setting whose choices include "off" it means the word."""
+    path = tmp_path / "amp.yaml"
+    path.write_text("train:\n  onet:\n    amp: off\n")
+    assert load_config(path).train.onet.amp == "off"
+    assert load_config(None, ["train.pnet.amp=off"]).train.pnet.amp == "off"
+    with pytest.raises(ConfigError, match="augment"):
+        load_config(None, ["train.pnet.augment=sometimes"])
