@@ -25,8 +25,12 @@ from mtcnn_train.errors import UserError
                    "slower in int8 than in fp32 on onnxruntime, so it stays fp32 by default.")
 @click.option("--calibration-count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="With --int8: calibration crops per quantised net (a seeded random pick).")
+@click.option("--calibration-method", type=click.Choice(["auto", "minmax", "percentile"]), default="auto",
+              show_default=True, help="With --int8: activation ranges from the extremes of the calibration "
+                                      "values (minmax) or their 99.99th percentile; auto: each net's choice "
+                                      "(minmax for P-Net and R-Net, percentile for O-Net).")
 def export(weights: Path, fmt: str, out: Path, int8: bool, calibration: tuple[Path, ...], int8_nets: str,
-           calibration_count: int) -> None:
+           calibration_count: int, calibration_method: str) -> None:
     """Export the nets: P-Net with dynamic batch, height and width; R-Net and O-Net with dynamic batch."""
     from mtcnn_train.detection.export import export_models
 
@@ -38,7 +42,8 @@ def export(weights: Path, fmt: str, out: Path, int8: bool, calibration: tuple[Pa
     if int8:
         from mtcnn_train.detection.quantize import export_int8
 
-        record = export_int8(weights, out, calibration, int8_stages=int8_nets, count=calibration_count)
+        record = export_int8(weights, out, calibration, int8_stages=int8_nets, count=calibration_count,
+                             method=None if calibration_method == "auto" else calibration_method)
     else:
         record = export_models(weights, fmt, out)
     for stage, model in record["models"].items():

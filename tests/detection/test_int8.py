@@ -81,7 +81,8 @@ def test_export_json_records_the_choice(int8_setup):
     assert info["int8_nets"] == ["rnet", "onet"] and info["fp32_nets"] == ["pnet"]
     assert info["format"] == "QOperator" and info["per_channel_weights"] and "onnxruntime" in info["toolkit"]
     assert info["calibration"]["rnet"] == {"sources": [str(calibration / "rnet")], "crops": 100, "crop_size": 24,
-                                           "seed": 0}
+                                           "seed": 0, "method": "minmax"}
+    assert info["calibration"]["onet"]["method"] == "percentile 99.99"
     assert record["pnet_window"] == "exact"
     # The quantised files are int8 graphs; P-Net is left as exported.
     import onnx
@@ -159,6 +160,7 @@ def test_cli_export_detect_and_eval(int8_setup, tmp_path, cli_runner):
     assert result.returncode == 0, result.stderr
     assert "onet.onnx  (dynamic: batch, int8)" in result.stdout
     assert "(dynamic: batch, height, width, fp32)" in result.stdout
+    assert "WARNING" not in result.stderr and "histogram" not in result.stdout
     assert json.loads((out / "export.json").read_text())["int8"]["int8_nets"] == ["onet"]
 
     images = tmp_path / "images"
