@@ -11,6 +11,8 @@ call                                                         gives
 ``load_onnx_nets(export_dir, stages, threads=0)``            ``{"pnet": OnnxNet, ...}`` for the files present
 ``Cascade.from_onnx_dir(export_dir, cfg, stages, threads)``  the whole cascade on onnxruntime (CPU only)
 ``mtcnn-train detect ... --backend onnx``                    the same from the command line
+``export_int8(run_dir, out_dir, calibration)``               int8 R-Net and O-Net (:mod:`.quantize`), run the same
+                                                             way (``--backend onnx-int8``)
 ===========================================================  =====================================================
 
 In the ONNX cascade only the nets run in onnxruntime; the pyramid, crops and NMS are the same
