@@ -14,6 +14,11 @@ batches of ``--batch`` images resized to 1024x768.  Each timed round runs every 
 both detectors in turn (interleaved, so load from other processes hits both alike); the best
 round counts.  Our cascade uses ``crop_border=clip`` (facenet-pytorch's crops); outputs are
 compared on every run (boxes matched at IoU >= 0.95 both ways, landmarks within 2 px).
+
+``--backends torch,onnx,onnx-int8`` adds our cascade on onnxruntime (fp32, and with the int8 nets
+of ``export --format onnx --int8``, calibrated on ``--calibration`` sample folders) as further rows,
+timed in the same interleaved rounds (onnxruntime needs to be installed in the venv; its threads
+follow ``--threads``).  The int8 rows' "boxes matched" show how far int8 moves the boxes.
 """
 from __future__ import annotations
 
@@ -64,27 +69,29 @@ class Clock:
         return out
 
 
-def run_mode(theirs, ours, groups: list[list[np.ndarray]], device: str, rounds: int) -> dict:
-    """Time both detectors over ``groups`` (one image or one batch each) for ``rounds`` rounds."""
-    best = {"facenet": None, "ours": None}
-    parity: dict = {}
+def run_mode(theirs, ours: dict, groups: list[list[np.ndarray]], device: str, rounds: int) -> dict:
+    """Time facenet-pytorch and each of our cascades (``{backend: Cascade}``) over ``groups`` (one
+    image or one batch each) for ``rounds`` rounds; each backend's boxes are compared with theirs."""
+    best: dict = dict.fromkeys(["facenet", *ours])
+    parity: dict = {name: {} for name in ours}
     for round_index in range(rounds):
-        clocks = {"facenet": Clock(device), "ours": Clock(device)}
+        clocks = {name: Clock(device) for name in best}
         for group in groups:
             batch = np.stack(group) if len(group) > 1 else group[0]
             boxes, _, points = clocks["facenet"](theirs.detect, batch, landmarks=True)
-            dets = clocks["ours"](ours.detect_batch, group)
-            if round_index == 0:
-                if len(group) == 1:
-                    boxes, points = [boxes], [points]
-                for b, p, d in zip(boxes, points, dets):
-                    ref_boxes, ref_points = facenet_to_edges(b, p)
-                    add_counts(parity, parity_counts(ref_boxes, ref_points, d.boxes, d.landmarks))
+            if len(group) == 1:
+                boxes, points = [boxes], [points]
+            for name, cascade in ours.items():
+                dets = clocks[name](cascade.detect_batch, group)
+                if round_index == 0:
+                    for b, p, d in zip(boxes, points, dets):
+                        ref_boxes, ref_points = facenet_to_edges(b, p)
+                        add_counts(parity[name], parity_counts(ref_boxes, ref_points, d.boxes, d.landmarks))
         for name, clock in clocks.items():
             if best[name] is None or clock.wall < best[name].wall:
                 best[name] = clock
     images = sum(len(g) for g in groups)
-    return {"images": images, "facenet": best["facenet"], "ours": best["ours"], "parity": parity}
+    return {"images": images, "clocks": best, "parity": parity}
 
 
 def main() -> None:
@@ -95,6 +102,11 @@ def main() -> None:
     parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (cpu, plus cuda when present)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--modes", default="single,batched")
+    parser.add_argument("--backends", default="torch",
+                        help="our cascades to time: torch, onnx, onnx-int8 (comma-separated; onnx ones on the CPU)")
+    parser.add_argument("--calibration", type=Path, action="append", default=[],
+                        help="sample folder(s) for the onnx-int8 backend's calibration (repeatable)")
+    parser.add_argument("--int8-nets", default="rnet,onet", help="nets the onnx-int8 backend quantises")
     parser.add_argument("--wider", type=Path,
                         default=Path(os.environ.get("MTCNN_SHARED_DATA", REPO.parent / "shared" / "data")) / "wider_face")
     args = parser.parse_args()
@@ -121,29 +133,48 @@ def main() -> None:
         print(f"gpu: {torch.cuda.get_device_name(0)}")
     print(f"{len(paths)} WIDER FACE images; batched mode: {len(batches)} batches of up to {args.batch} at 1024x768; "
           f"best of {args.rounds} rounds")
+    backends = args.backends.split(",")
+    export_dirs = {}
+    if "onnx" in backends:
+        from mtcnn_train.detection.export import export_models
+
+        export_dirs["onnx"] = weights / "onnx"
+        export_models(weights, "onnx", export_dirs["onnx"])
+    if "onnx-int8" in backends:
+        from mtcnn_train.detection.quantize import export_int8
+
+        export_dirs["onnx-int8"] = weights / "onnx-int8"
+        record = export_int8(weights, export_dirs["onnx-int8"], args.calibration, int8_stages=args.int8_nets)
+        print(f"int8 nets: {', '.join(record['int8']['int8_nets']) or 'none'} ({record['int8']['toolkit']}, "
+              f"{record['int8']['format']}); calibrated on {', '.join(map(str, args.calibration))}")
     rows = []
     for device in devices:
-        ours = Cascade.from_run_dir(weights, DetectionConfig(crop_border="clip", batch_size=args.batch), device=device)
+        cfg = DetectionConfig(crop_border="clip", batch_size=args.batch)
+        ours = {backend: Cascade.load(export_dirs.get(backend, weights), cfg, backend=backend, device=device)
+                for backend in backends if backend == "torch" or device == "cpu"}
         theirs = MTCNN(keep_all=True, device=device, min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709)
         for im in originals[:2]:  # warm-up: allocator, kernels
             theirs.detect(im, landmarks=True)
-            ours.detect(im)
+            for cascade in ours.values():
+                cascade.detect(im)
         for mode in args.modes.split(","):
             groups = [[im] for im in originals] if mode == "single" else batches
             result = run_mode(theirs, ours, groups, device, args.rounds)
-            rows.append((device, mode, result))
-            f, o, p = result["facenet"], result["ours"], result["parity"]
-            n = result["images"]
-            print(f"{device:4s} {mode:8s} facenet {n / f.wall:6.2f} img/s  ours {n / o.wall:6.2f} img/s  "
-                  f"ratio {f.wall / o.wall:4.2f}x (CPU time ratio {f.cpu / o.cpu:4.2f}x)  "
-                  f"boxes matched {p['ref_matched']}/{p['ref']} theirs, {p['ours_matched']}/{p['ours']} ours; "
-                  f"landmarks within 2 px {p['points_ok']}/{p['points_checked']}", flush=True)
-    print("\n| device | mode | facenet-pytorch img/s | ours img/s | speed-up (wall) | speed-up (CPU time) | boxes matched (theirs / ours) |")
-    print("|---|---|---|---|---|---|---|")
-    for device, mode, r in rows:
-        f, o, p, n = r["facenet"], r["ours"], r["parity"], r["images"]
-        print(f"| {device} | {mode} | {n / f.wall:.2f} | {n / o.wall:.2f} | {f.wall / o.wall:.2f}x | {f.cpu / o.cpu:.2f}x | "
-              f"{p['ref_matched']}/{p['ref']} / {p['ours_matched']}/{p['ours']} |")
+            f, n = result["clocks"]["facenet"], result["images"]
+            for backend in ours:
+                rows.append((device, mode, backend, result))
+                o, p = result["clocks"][backend], result["parity"][backend]
+                print(f"{device:4s} {mode:8s} facenet {n / f.wall:6.2f} img/s  ours ({backend}) {n / o.wall:6.2f} img/s  "
+                      f"ratio {f.wall / o.wall:4.2f}x (CPU time ratio {f.cpu / o.cpu:4.2f}x)  "
+                      f"boxes matched {p['ref_matched']}/{p['ref']} theirs, {p['ours_matched']}/{p['ours']} ours; "
+                      f"landmarks within 2 px {p['points_ok']}/{p['points_checked']}", flush=True)
+    print("\n| device | mode | ours | facenet-pytorch img/s | ours img/s | speed-up (wall) | speed-up (CPU time) | "
+          "boxes matched (theirs / ours) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for device, mode, backend, r in rows:
+        f, o, p, n = r["clocks"]["facenet"], r["clocks"][backend], r["parity"][backend], r["images"]
+        print(f"| {device} | {mode} | {backend} | {n / f.wall:.2f} | {n / o.wall:.2f} | {f.wall / o.wall:.2f}x | "
+              f"{f.cpu / o.cpu:.2f}x | {p['ref_matched']}/{p['ref']} / {p['ours_matched']}/{p['ours']} |")
 
 
 if __name__ == "__main__":

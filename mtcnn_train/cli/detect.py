@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from mtcnn_train.cli.common import cli, config_options, get_config, lock_output_dir
+from mtcnn_train.detection import BACKENDS
 from mtcnn_train.stages import STAGES
 
 
@@ -13,15 +14,17 @@ from mtcnn_train.stages import STAGES
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder holding pnet.pt, rnet.pt, onet.pt (e.g. from import-weights); with "
-                   "--backend onnx, a folder of pnet.onnx, rnet.onnx, onet.onnx (from export) also works.")
+                   "--backend onnx, a folder of pnet.onnx, rnet.onnx, onet.onnx (from export) also works; "
+                   "--backend onnx-int8 needs the folder of export --format onnx --int8.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for detections.json and the annotated images and videos.")
 @click.option("--stages", "last_stage", type=click.Choice(STAGES), default="onet", show_default=True,
               help="Stop after this stage (pnet or rnet give the candidates the next stage would see).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: detection.device).")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
               help="Run the nets in PyTorch, or in onnxruntime on the CPU (needs the onnx extra; "
-                   ".pt weights are exported to OUT/onnx first).")
+                   ".pt weights are exported to OUT/onnx first); onnx-int8 runs the int8 nets of a folder "
+                   "written by export --format onnx --int8.")
 @click.option("--per-image-json", is_flag=True, help="Also write DIR/<name>.json for each image.")
 @click.option("--no-annotate", is_flag=True, help="Write only the JSON, no annotated images or videos.")
 @config_options

@@ -7,6 +7,7 @@ import click
 
 from mtcnn_train.cli.common import cli, config_options, get_config, prepare_output_dir
 from mtcnn_train.datasets.formats import BOX_FORMATS
+from mtcnn_train.detection import BACKENDS
 from mtcnn_train.errors import UserError
 from mtcnn_train.stages import STAGES
 
@@ -26,6 +27,9 @@ def _given(**options) -> list[str]:
 @eval_group.command("fddb")
 @click.option("--fddb-root", type=_DIR, help="Folder with FDDB-folds/ and originalPics/ (default: data.fddb_root).")
 @click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="With --weights: run the nets in PyTorch (a run folder), or in onnxruntime from an export "
+                   "folder: onnx (export --format onnx) or onnx-int8 (export --format onnx --int8).")
 @click.option("--folds", default=None, metavar="SPEC", help="Folds to evaluate: 1-10 (default), 2, 1,3,5-7.")
 @click.option("--box-to-ellipse/--no-box-to-ellipse", "box_to_ellipse", default=None,
               help="Also score the boxes turned into ellipses (default: evaluation.box_to_ellipse).")
@@ -43,7 +47,7 @@ def _given(**options) -> list[str]:
                    "largest total overlap). optimal: the true maximum-overlap matching (SciPy).")
 @click.option("--out", type=_DIR, required=True, help="Output folder (DiscROC.txt, ContROC.txt, roc.png, ...).")
 @config_options
-def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations, image_list, images, ellipse,
+def eval_fddb(fddb_root, weights, backend, folds, box_to_ellipse, detections, annotations, image_list, images, ellipse,
               compare, more_compare, matching, out, config_path, overrides) -> None:
     """FDDB ROC, scored exactly like the official evaluate program."""
     from mtcnn_train.evaluation import fddb
@@ -77,7 +81,7 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
         raise UserError("--weights needs --fddb-root (or data.fddb_root in the config)")
     out = prepare_output_dir(out, force=False)
     fddb.evaluate_fddb_run(weights, root, out, cfg, folds=folds, box_to_ellipse=box_to_ellipse, echo=click.echo,
-                           matching=matching, compare=list(compare) + list(more_compare))
+                           matching=matching, compare=list(compare) + list(more_compare), backend=backend)
 
 
 @eval_group.command("wider")
@@ -93,12 +97,15 @@ def eval_fddb(fddb_root, weights, folds, box_to_ellipse, detections, annotations
 @click.option("--gt-dir", type=_DIR, help="Folder with the official wider_face_val.mat and wider_{easy,medium,"
                                           "hard}_val.mat: score the easy/medium/hard settings.")
 @click.option("--weights", type=_DIR, help="Run folder with the trained cascade: detect, then score.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="With --weights: run the nets in PyTorch (a run folder), or in onnxruntime from an export "
+                   "folder: onnx (export --format onnx) or onnx-int8 (export --format onnx --int8).")
 @click.option("--predictions", type=_DIR, help="Score an existing prediction folder (<event>/<image>.txt).")
 @click.option("--stages", "last_stage", type=click.Choice(STAGES), default=None,
               help="With --weights: score the cascade up to this stage (P, P+R or P+R+O; default: all it has).")
 @click.option("--out", type=_DIR, required=True, help="Output folder (predictions/, ap.json, pr_curve.png).")
 @config_options
-def eval_wider(wider_root, split, annotations, fmt, images, gt_dir, weights, predictions, last_stage, out, config_path,
+def eval_wider(wider_root, split, annotations, fmt, images, gt_dir, weights, backend, predictions, last_stage, out, config_path,
                overrides) -> None:
     """WIDER FACE average precision (official protocol), on WIDER or any box-format ground truth."""
     from mtcnn_train.datasets.formats import ReadOptions
@@ -109,7 +116,7 @@ def eval_wider(wider_root, split, annotations, fmt, images, gt_dir, weights, pre
         wider_root = cfg.resolve_path(cfg.data.wider_root)
     out = prepare_output_dir(out, force=False)
     wider.evaluate_wider_run(out, cfg, weights=weights, predictions=predictions, wider_root=wider_root, split=split,
-                             annotations=annotations, images=images, gt_dir=gt_dir, stages=last_stage,
+                             annotations=annotations, images=images, gt_dir=gt_dir, stages=last_stage, backend=backend,
                              echo=click.echo, fmt=fmt, options=ReadOptions.from_config(cfg))
 
 

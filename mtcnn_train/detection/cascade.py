@@ -61,7 +61,8 @@ from mtcnn_train.geometry import (
     batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_point_fractions,
     square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
-from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, load_onnx_nets
+from mtcnn_train.detection import BACKENDS
+from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, is_int8_export, load_onnx_nets
 from mtcnn_train.nets import PNet, RNet, normalize
 
 PNET_STRIDE = 2
@@ -277,6 +278,24 @@ class Cascade:
         nets = load_onnx_nets(export_dir, stages=wanted, threads=threads)
         return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device="cpu", stack=False,
                    pnet_window=exported_window_rule(export_dir))
+
+    @classmethod
+    def load(cls, weights: str | Path, cfg: DetectionConfig | None = None, backend: str = "torch",
+             stages: str | Sequence[str] = STAGES, device: str | torch.device = "auto",
+             stack: bool | None = None) -> "Cascade":
+        """The cascade of ``backend`` (:data:`BACKENDS`): ``torch`` from a run folder
+        (:meth:`from_run_dir`), ``onnx`` from an export folder (:meth:`from_onnx_dir`), ``onnx-int8``
+        from an export folder written by ``export --format onnx --int8``."""
+        if backend == "torch":
+            return cls.from_run_dir(weights, cfg, stages=stages, device=device, stack=stack)
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        if str(device).startswith("cuda"):
+            raise UserError(f"the {backend} backend runs on the CPU only (device {device} asked for)")
+        if backend == "onnx-int8" and Path(weights).is_dir() and not is_int8_export(weights):
+            raise UserError(f"{weights}: not an int8 export (run mtcnn-train export --format onnx --int8 "
+                            "--calibration SAMPLES first)")
+        return cls.from_onnx_dir(weights, cfg, stages=stages, threads=torch.get_num_threads())
 
     # ---- public entry points ----------------------------------------------------------------
 

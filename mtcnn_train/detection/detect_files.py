@@ -10,6 +10,9 @@ The library side of ``mtcnn-train detect``::
 
 ``backend='onnx'`` runs the nets in onnxruntime on the CPU (:meth:`Cascade.from_onnx_dir`), from
 ``pnet.onnx`` etc. in the weights folder, or exported there first from its ``pnet.pt`` etc.
+``backend='onnx-int8'`` runs the folder written by ``export --format onnx --int8`` (int8 R-Net and
+O-Net, :mod:`mtcnn_train.detection.quantize`); quantising needs calibration crops, so it is never
+done on the fly here.
 
 Unreadable images and videos are counted and listed under ``skipped``; they never stop the run,
 but a run that could read none of its inputs fails.  A video whose frames stop decoding before
@@ -33,15 +36,15 @@ from tqdm import tqdm
 
 from mtcnn_train.checkpoint import stage_weights_path
 from mtcnn_train.config import DetectionConfig
+from mtcnn_train.detection import BACKENDS
 from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.detection.export import export_models
-from mtcnn_train.detection.onnx_runtime import require_onnxruntime
+from mtcnn_train.detection.onnx_runtime import is_int8_export, require_onnxruntime
 from mtcnn_train.errors import ImageError, UserError
 from mtcnn_train.detection.runner import detect_batches
 from mtcnn_train.io import atomic_path, atomic_write_json, load_image, save_image
 from mtcnn_train.stages import STAGES, check_stage
 
-BACKENDS = ("torch", "onnx")
 SUMMARY_FILE = "detections.json"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -273,12 +276,17 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
     last = last_stage or "onet"
     check_stage(last)
     if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; expected torch or onnx")
-    if backend == "onnx" and str(device).startswith("cuda"):
-        raise UserError(f"the onnx backend runs on the CPU only (device {device} asked for); "
+        raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend != "torch" and str(device).startswith("cuda"):
+        raise UserError(f"the {backend} backend runs on the CPU only (device {device} asked for); "
                         f"pass --device cpu, or --backend torch to run on the GPU")
     wanted = STAGES[:STAGES.index(last) + 1]
+    if backend == "onnx-int8" and not is_int8_export(weights):
+        raise UserError(f"{weights}: not an int8 export; the onnx-int8 backend runs the folder that "
+                        "mtcnn-train export --format onnx --int8 --calibration SAMPLES writes")
     missing = [s + ".pt" for s in wanted if not stage_weights_path(weights, s).is_file()]
+    if backend == "onnx-int8":
+        missing = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
     if backend == "onnx" and missing:
         # Neither a full set of .pt nor of .onnx files: name the first gap of the set that goes further.
         missing_onnx = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
@@ -296,6 +304,9 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
     summary = DetectSummary(output=out_dir / SUMMARY_FILE, backend=backend)
     if backend == "onnx":
         cascade = _onnx_cascade(weights, out_dir, cfg, wanted, summary, echo)
+    elif backend == "onnx-int8":
+        summary.onnx_dir = weights
+        cascade = Cascade.load(weights, cfg, backend=backend, stages=wanted)
     else:
         cascade = Cascade.from_run_dir(weights, cfg, stages=wanted, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -345,7 +356,7 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
     atomic_write_json(summary.output, {
         "weights": str(weights),
         "backend": backend,
-        **({"onnx_models": str(summary.onnx_dir), "onnx_exported": summary.exported} if backend == "onnx" else {}),
+        **({"onnx_models": str(summary.onnx_dir), "onnx_exported": summary.exported} if backend != "torch" else {}),
         "stages": list(wanted),
         "detection": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "images": images,

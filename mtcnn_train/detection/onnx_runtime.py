@@ -11,6 +11,8 @@ call                                                         gives
 ``load_onnx_nets(export_dir, stages, threads=0)``            ``{"pnet": OnnxNet, ...}`` for the files present
 ``Cascade.from_onnx_dir(export_dir, cfg, stages, threads)``  the whole cascade on onnxruntime (CPU only)
 ``mtcnn-train detect ... --backend onnx``                    the same from the command line
+``export_int8(run_dir, out_dir, calibration)``               int8 R-Net and O-Net (:mod:`.quantize`), run the same
+                                                             way (``--backend onnx-int8``)
 ===========================================================  =====================================================
 
 In the ONNX cascade only the nets run in onnxruntime; the pyramid, crops and NMS are the same
@@ -39,16 +41,28 @@ def exported_file(stage: str, fmt: str) -> str:
     return f"{stage}.onnx" if fmt == "onnx" else f"{stage}.torchscript.pt"
 
 
-def exported_window_rule(export_dir: str | Path) -> str:
-    """The P-Net window rule recorded in ``export.json`` (``reference`` when absent)."""
+def read_export_record(export_dir: str | Path) -> dict[str, Any] | None:
+    """``EXPORT_DIR/export.json`` as written by ``export`` (None when absent or not an object)."""
     path = Path(export_dir) / "export.json"
     if not path.is_file():
-        return "reference"
+        return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
-    return str(record.get("pnet_window", "reference")) if isinstance(record, dict) else "reference"
+    return record if isinstance(record, dict) else None
+
+
+def exported_window_rule(export_dir: str | Path) -> str:
+    """The P-Net window rule recorded in ``export.json`` (``reference`` when absent)."""
+    record = read_export_record(export_dir)
+    return str(record.get("pnet_window", "reference")) if record is not None else "reference"
+
+
+def is_int8_export(export_dir: str | Path) -> bool:
+    """Whether ``export.json`` says the folder was written by ``export --format onnx --int8``."""
+    record = read_export_record(export_dir)
+    return record is not None and isinstance(record.get("int8"), dict)
 
 
 def require_onnxruntime() -> Any:

@@ -65,10 +65,10 @@ def ltwh_rows(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def detector_fingerprint(weights: str | Path | None, detection_cfg: Any) -> dict[str, Any]:
-    """What the detections depend on: the checkpoints (path, size, mtime) and detection settings."""
+    """What the detections depend on: the checkpoints or ONNX files (path, size, mtime) and detection settings."""
     files = {}
     if weights is not None and Path(weights).is_dir():
-        for p in sorted(Path(weights).glob("*.pt")):
+        for p in sorted([*Path(weights).glob("*.pt"), *Path(weights).glob("*.onnx")]):
             st = p.stat()
             files[p.name] = [st.st_size, st.st_mtime_ns]
     settings = dataclasses.asdict(detection_cfg) if dataclasses.is_dataclass(detection_cfg) else dict(detection_cfg or {})

@@ -802,8 +802,10 @@ def parse_folds(text: str | Sequence[int] | None) -> list[int]:
 
 def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str | Path, cfg: Any,
                       folds: str | Sequence[int] | None = None, box_to_ellipse: bool | None = None,
-                      echo=print, matching: str = "official", compare: Sequence[Path] = ()) -> dict[str, FddbResult]:
-    """``eval fddb --weights``: load the cascade from a run folder, read the folds, evaluate."""
+                      echo=print, matching: str = "official", compare: Sequence[Path] = (),
+                      backend: str = "torch") -> dict[str, FddbResult]:
+    """``eval fddb --weights``: load the cascade from a run folder (or, with an onnx ``backend``, an
+    export folder), read the folds, evaluate."""
     check_matching(matching)
     from mtcnn_train.datasets.fddb import read_fddb
     from mtcnn_train.detection.cascade import Cascade
@@ -812,7 +814,8 @@ def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str |
     records = read_fddb(fddb_root, fold_list)
     if not records:
         raise UserError(f"{fddb_root}: no FDDB images in folds {fold_list}")
-    cascade = Cascade.from_run_dir(weights, cfg.detection, device=cfg.detection.device)
+    cascade = Cascade.load(weights, cfg.detection, backend=backend, device=cfg.detection.device)
+    fingerprint = {**detector_fingerprint(weights, cfg.detection), "backend": backend}
     return evaluate_fddb_with_detector(cascade, records, out_dir, cfg, box_to_ellipse=box_to_ellipse,
-                                       fingerprint=detector_fingerprint(weights, cfg.detection), echo=echo,
+                                       fingerprint=fingerprint, echo=echo,
                                        matching=matching, compare=compare)

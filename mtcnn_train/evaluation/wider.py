@@ -469,7 +469,7 @@ def load_ground_truth(*, wider_root: str | Path | None = None, split: str = "val
 def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | None = None,
                        predictions: str | Path | None = None, wider_root: str | Path | None = None,
                        split: str = "val", annotations: str | Path | None = None, images: str | Path | None = None,
-                       gt_dir: str | Path | None = None, stages: str | None = None,
+                       gt_dir: str | Path | None = None, stages: str | None = None, backend: str = "torch",
                        echo=print, fmt: str = "wider", options: Any = None) -> dict[str, WiderAP]:
     """``eval wider``: ground truth from any source, predictions from a detector or a folder."""
     if (weights is None) == (predictions is None):
@@ -489,8 +489,9 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
         from mtcnn_train.checkpoint import stage_weights_path
         from mtcnn_train.stages import STAGES
 
-        held = [s for s in STAGES if stage_weights_path(Path(weights), s).is_file()]
+        held = [s for s in STAGES if stage_weights_path(Path(weights), s).is_file()
+                or (backend != "torch" and (Path(weights) / f"{s}.onnx").is_file())]
         stages = held[-1] if held else "pnet"
-    cascade = Cascade.from_run_dir(weights, cfg.detection, stages=stages, device=cfg.detection.device)
-    fingerprint = {**detector_fingerprint(weights, cfg.detection), "stages": stages}
+    cascade = Cascade.load(weights, cfg.detection, backend=backend, stages=stages, device=cfg.detection.device)
+    fingerprint = {**detector_fingerprint(weights, cfg.detection), "stages": stages, "backend": backend}
     return evaluate_wider_with_detector(cascade, gt, out_dir, cfg, fingerprint, echo)

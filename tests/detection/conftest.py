@@ -19,6 +19,18 @@ def test_cfg():
     return DetectionConfig(min_face_size=24, thresholds=[0.7, 0.6, 0.5], device="cpu")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One thread for torch, as onnxruntime gets: the results do not depend on it, and on a
+    loaded CI machine several threads per process made the ONNX tests ten times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def random_run_dir(tmp_path):
     return save_random_run(tmp_path / "run")

@@ -44,14 +44,8 @@ SETTINGS = ["--set", "detection.thresholds=[0.7,0.6,0.5]", "--set", "detection.m
             "--set", "detection.device=cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One thread for torch, as onnxruntime gets: the results do not depend on it, and on a
-    loaded CI machine several threads per process made these tests ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: One thread for torch, as onnxruntime gets (tests/detection/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
