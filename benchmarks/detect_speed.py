@@ -141,7 +141,7 @@ def main() -> None:
         export_dirs["onnx"] = weights / "onnx"
         export_models(weights, "onnx", export_dirs["onnx"])
     if "onnx-int8" in backends:
-        from mtcnn_train.detection.quantize import export_int8
+        from mtcnn_train.quantize import export_int8
 
         export_dirs["onnx-int8"] = weights / "onnx-int8"
         record = export_int8(weights, export_dirs["onnx-int8"], args.calibration, int8_stages=args.int8_nets)

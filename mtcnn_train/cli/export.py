@@ -40,7 +40,7 @@ def export(weights: Path, fmt: str, out: Path, int8: bool, calibration: tuple[Pa
         raise UserError("--calibration belongs to --int8")
     lock_output_dir(out)
     if int8:
-        from mtcnn_train.detection.quantize import export_int8
+        from mtcnn_train.quantize import export_int8
 
         record = export_int8(weights, out, calibration, int8_stages=int8_nets, count=calibration_count,
                              method=None if calibration_method == "auto" else calibration_method)

@@ -5,7 +5,6 @@
                    used by ``detect``, mining's callers and every evaluation
 ``onnx_runtime``   exported ONNX nets run by onnxruntime inside the same cascade
 ``export``         writing the nets as ONNX or TorchScript
-``quantize``       int8 ONNX nets (onnxruntime static quantisation, calibrated on sample crops)
 ``weights_import`` the published (facenet-pytorch) weights converted to our checkpoints
 ``detect_files``   the ``detect`` command's work over image files, folders and videos
 """

@@ -11,7 +11,7 @@ The library side of ``mtcnn-train detect``::
 ``backend='onnx'`` runs the nets in onnxruntime on the CPU (:meth:`Cascade.from_onnx_dir`), from
 ``pnet.onnx`` etc. in the weights folder, or exported there first from its ``pnet.pt`` etc.
 ``backend='onnx-int8'`` runs the folder written by ``export --format onnx --int8`` (int8 R-Net and
-O-Net, :mod:`mtcnn_train.detection.quantize`); quantising needs calibration crops, so it is never
+O-Net, :mod:`mtcnn_train.quantize`); quantising needs calibration crops, so it is never
 done on the fly here.
 
 Unreadable images and videos are counted and listed under ``skipped``; they never stop the run,

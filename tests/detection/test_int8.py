@@ -19,7 +19,7 @@ from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.datasets.wider import write_wider
 from mtcnn_train.detection.cascade import Cascade
 from mtcnn_train.detection.onnx_runtime import OnnxNet
-from mtcnn_train.detection.quantize import calibration_inputs, export_int8, parse_int8_stages
+from mtcnn_train.quantize import calibration_inputs, export_int8, parse_int8_stages
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import iou_matrix
 from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_POSITIVE
