@@ -13,7 +13,9 @@ The arithmetic reproduces the reference MTCNN (Zhang et al.'s code, as ported by
 whose published weights were tuned with it), so imported weights give the reference's boxes:
 
 * pyramid: scales ``12 / min_face * factor^k`` while the shorter side stays >= 12 px, each level
-  resized to ``int(side * scale + 1)`` with area averaging;
+  resized to ``int(side * scale + 1)`` with area averaging (a first scale above 1 when
+  ``min_face < 12`` grows the image, as the reference's ``F.interpolate`` does); on the CPU P-Net
+  runs over a large level in row strips (:func:`pnet_strips`), with the same output;
 * P-Net cell ``(x, y)`` covers the 12x12 window at stride 2.  How that window maps back to the
   image is the P-Net's **window rule**, recorded in its checkpoint (:data:`WINDOW_RULES`):
 
