@@ -38,6 +38,9 @@ Amp = Literal["off", "bf16", "fp16"]
 BestBy = Literal["loss", "loss_det", "loss_box", "loss_landmark", "last", "detection"]
 BEST_BY_CHOICES: tuple[str, ...] = typing.get_args(BestBy)
 CropBorder = Literal["zero", "clip"]
+#: Lower bound of ``detection.min_face_size``: 4 px upsamples images 3x (9x the pixels) before
+#: P-Net's first pyramid level; smaller faces hold too few pixels for the nets to read.
+MIN_DETECTABLE_FACE = 4
 
 @dataclass
 class DataConfig:
@@ -211,6 +214,8 @@ class TrainConfig:
 class DetectionConfig:
     """The cascade at inference (paper section 2 and the reference implementation)."""
 
+    #: Smallest face searched for (pixels, at least 4); below 12 (P-Net's window) the pyramid
+    #: starts by upsampling the image by 12 / min_face_size, as the reference does.
     min_face_size: float = 20.0
     scale_factor: float = 0.709
     #: Face-score thresholds of P-Net, R-Net and O-Net.
@@ -502,8 +507,9 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         _check(t.log_every_steps >= 0, loc, f"{p}.log_every_steps", "must not be negative")
 
     det = cfg.detection
-    _check(det.min_face_size >= 12, loc, "detection.min_face_size",
-           f"must be at least 12 (P-Net's window), got {det.min_face_size}")
+    _check(det.min_face_size >= MIN_DETECTABLE_FACE, loc, "detection.min_face_size",
+           f"must be at least {MIN_DETECTABLE_FACE} px (below P-Net's 12 px window the image is upsampled by "
+           f"12 / min_face_size), got {det.min_face_size}")
     _check(0.0 < det.scale_factor < 1.0, loc, "detection.scale_factor", f"must lie in (0, 1), got {det.scale_factor}")
     _check(len(det.thresholds) == 3, loc, "detection.thresholds", f"needs 3 values (P, R, O), got {len(det.thresholds)}")
     _check(all(_in_unit(t) for t in det.thresholds), loc, "detection.thresholds", "each must lie in [0, 1]")

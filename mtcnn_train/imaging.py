@@ -87,12 +87,36 @@ def summed_area_table(images: torch.Tensor) -> torch.Tensor:
         import cv2
 
         nhwc = images.permute(0, 2, 3, 1).numpy()
-        tables = [cv2.integral(np.ascontiguousarray(img), sdepth=cv2.CV_32S).reshape(height + 1, width + 1, channels)
+        # Three channels are integrated as four (the fourth is dropped again, as a view): a pixel of
+        # the table is then 16 bytes, which the look-ups gather as one element (_pixel_view).
+        wide = channels == 3
+        tables = [cv2.integral(cv2.cvtColor(img, cv2.COLOR_RGB2RGBA) if wide else np.ascontiguousarray(img),
+                               sdepth=cv2.CV_32S).reshape(height + 1, width + 1, 4 if wide else channels)
                   for img in nhwc]
-        return torch.from_numpy(tables[0][None] if batch == 1 else np.stack(tables))
+        table = torch.from_numpy(tables[0][None] if batch == 1 else np.stack(tables))
+        return table[..., :3] if wide else table
     values = images.to(dtype).permute(0, 2, 3, 1)
     table = values.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
     return F.pad(table, (0, 0, 1, 0, 1, 0))
+
+
+def _pixel_view(table: torch.Tensor) -> torch.Tensor | None:
+    """The table as ``B x (H+1) x (W+1)`` complex128, one 16-byte element per pixel, when it is the
+    3-of-4-channel int32 view :func:`summed_area_table` makes on the CPU; else None.  Gathering
+    16-byte elements is about 3x faster than gathering rows of three int32 (measured: 1.1 vs 3.2
+    ms for 147,456 look-ups)."""
+    batch, height_1, width_1, channels = table.shape
+    if (table.dtype != torch.int32 or channels != 3 or table.device.type != "cpu"
+            or table.stride()[1:] != (width_1 * 4, 4, 1)
+            or (batch > 1 and table.stride(0) != height_1 * width_1 * 4)):
+        return None
+    full = table.as_strided((batch, height_1, width_1, 4), (height_1 * width_1 * 4, width_1 * 4, 4, 1))
+    return full.view(torch.complex128)[..., 0]
+
+
+def _channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
+    """Complex128 pixels from :func:`_pixel_view` back to ``... x channels`` int32."""
+    return pixels.view(torch.int32).unflatten(-1, (-1, 4))[..., :channels] if pixels.is_complex() else pixels
 
 
 def _adaptive_bounds(origin: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +132,8 @@ def _window_means(table: torch.Tensor, image_index: torch.Tensor, windows: torch
                   out_height: int, out_width: int) -> torch.Tensor:
     """Area means of each window's ``out_height x out_width`` cells: ``N x out_h x out_w x C`` float32."""
     _, height_1, width_1, channels = table.shape
-    flat = table.reshape(-1, channels)
+    pixels = _pixel_view(table)
+    flat = pixels.reshape(-1) if pixels is not None else table.reshape(-1, channels)
     base = (image_index * (height_1 * width_1))[:, None, None]
     row_start, row_end = _adaptive_bounds(windows[:, 1], windows[:, 3] - windows[:, 1], out_height)
     col_start, col_end = _adaptive_bounds(windows[:, 0], windows[:, 2] - windows[:, 0], out_width)
@@ -119,10 +144,11 @@ def _window_means(table: torch.Tensor, image_index: torch.Tensor, windows: torch
     cols = [c.clamp(0, width_1 - 1)[:, None, :] for c in (col_start, col_end)]
 
     def look(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return flat.index_select(0, (base + r + c).reshape(-1)).reshape(-1, out_height, out_width, channels)
+        values = _channels(flat.index_select(0, (base + r + c).reshape(-1)), 4)
+        return values.reshape(-1, out_height, out_width, values.shape[-1])
 
     total = look(rows[1], cols[1]) - look(rows[0], cols[1]) - look(rows[1], cols[0]) + look(rows[0], cols[0])
-    return torch.div(total, count[..., None].to(torch.float32))  # int sums -> float means in one pass
+    return torch.div(total[..., :channels], count[..., None].to(torch.float32))  # int sums -> float means in one pass
 
 
 def crop_resize_area(table: torch.Tensor, image_index: torch.Tensor, windows: torch.Tensor, size: int,
@@ -161,8 +187,19 @@ def resize_area(table: torch.Tensor, out_height: int, out_width: int) -> torch.T
     row_start, row_end = _adaptive_bounds(zero, torch.full_like(zero, height_1 - 1), out_height)
     col_start, col_end = _adaptive_bounds(zero, torch.full_like(zero, width_1 - 1), out_width)
     row_start, row_end, col_start, col_end = row_start[0], row_end[0], col_start[0], col_end[0]
-    rows = table.index_select(1, row_end) - table.index_select(1, row_start)
-    total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
+    pixels = _pixel_view(table)
+    if pixels is not None:  # whole rows, then 16-byte pixels of them (see _pixel_view)
+        rows = _channels(pixels.index_select(1, row_end), 4) - _channels(pixels.index_select(1, row_start), 4)
+        rows = rows.view(torch.complex128).reshape(-1)  # 1-D: index_select along a later dim copies per element
+        line = (torch.arange(rows.numel() // width_1, device=table.device) * width_1)[:, None]
+
+        def columns(col: torch.Tensor) -> torch.Tensor:
+            return _channels(rows.index_select(0, (line + col[None, :]).reshape(-1)), 3)
+
+        total = (columns(col_end) - columns(col_start)).reshape(-1, out_height, out_width, 3)
+    else:
+        rows = table.index_select(1, row_end) - table.index_select(1, row_start)
+        total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
     count = (row_end - row_start)[:, None] * (col_end - col_start)[None, :]
     return torch.div(total, count[None, :, :, None].to(torch.float32)).permute(0, 3, 1, 2)
 

@@ -30,6 +30,27 @@ def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     return (images_uint8.float() - 127.5) * 0.0078125
 
 
+#: Channel counts of the cascade's CPU paths are padded to multiples of this (16 floats: one AVX-512
+#: register), so channels-last element-wise ops and pooling vectorise.
+CHANNEL_LANES = 16
+
+
+def padded_channels(channels: int) -> int:
+    """``channels`` rounded up to a multiple of :data:`CHANNEL_LANES`."""
+    return -(-channels // CHANNEL_LANES) * CHANNEL_LANES
+
+
+def _pad_dim(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``tensor`` zero-padded along ``dim`` to ``size``: extra output channels of a convolution
+    (weight, bias, PReLU slope zero) stay exactly zero, and zero input weights ignore them."""
+    extra = size - tensor.shape[dim]
+    if extra == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = extra
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim)
+
+
 class PNet(nn.Module):
     """Proposal network: 12x12 input, fully convolutional."""
 
@@ -54,19 +75,46 @@ class PNet(nn.Module):
         x = self.prelu3(self.conv3(x))
         return self.conv4_1(x), self.conv4_2(x), self.conv4_3(x)
 
-    def face_and_box_from_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Face logits and box offsets on raw 0..255 pixels (a pyramid level): the cascade's path.
-
-        The input normalisation is folded into ``conv1`` (``w / 128`` and
-        ``b - 127.5 / 128 * sum(w)``, the same function up to float rounding) and the two heads run
-        as one 1x1 convolution, skipping the landmark head: each saves a pass over the largest maps.
-        """
+    def pixel_weights(self, lanes: bool) -> tuple[torch.Tensor, ...]:
+        """The weights of :meth:`face_and_box_from_pixels`: the input normalisation folded into
+        ``conv1`` (``w / 128`` and ``b - 127.5 / 128 * sum(w)``, the same function up to float
+        rounding), the face and box heads as one 1x1 convolution, and with ``lanes`` ``conv1``'s
+        10 channels padded to 16 (:func:`padded_channels`).  The cascade computes them once per
+        pyramid level, not per strip."""
         weight = self.conv1.weight * 0.0078125
         bias = self.conv1.bias - self.conv1.weight.sum((1, 2, 3)) * (127.5 * 0.0078125)
-        x = self.pool1(self.prelu1(F.conv2d(pixels, weight, bias)))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        heads = F.conv2d(x, torch.cat([self.conv4_1.weight, self.conv4_2.weight]),
-                         torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
+        width = padded_channels(weight.shape[0]) if lanes else weight.shape[0]
+        return (_pad_dim(weight, 0, width), _pad_dim(bias, 0, width), _pad_dim(self.prelu1.weight, 0, width),
+                _pad_dim(self.conv2.weight, 1, width), torch.cat([self.conv4_1.weight, self.conv4_2.weight]),
+                torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
+
+    def lanes_pay(self, pixels: torch.Tensor) -> bool:
+        """Whether :meth:`face_and_box_from_pixels` pads ``conv1``'s channels on this input: on the
+        CPU, when ``conv2`` runs in oneDNN padded or not.  PyTorch picks oneDNN for a single image
+        only above 20,480 input values, so on small levels padding would switch ``conv2``'s
+        kernel and its float rounding; above, the padded path gives the same bits."""
+        height, width = pixels.shape[-2:]
+        pooled = -(-(height - 2) // 2) * -(-(width - 2) // 2)
+        return pixels.device.type == "cpu" and (pixels.shape[0] > 1 or self.conv2.in_channels * pooled > 20480)
+
+    def face_and_box_from_pixels(self, pixels: torch.Tensor,
+                                 weights: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Face logits and box offsets on raw 0..255 pixels (a pyramid level): the cascade's path.
+
+        With :meth:`pixel_weights` (``weights``, else computed here): normalisation folded into
+        ``conv1``, the two heads as one convolution, the landmark head skipped; each saves a pass
+        over the largest maps.  On the CPU the maps are channels-last and, where
+        :meth:`lanes_pay`, ``conv1``'s channels padded to 16: PReLU and max pooling over 10
+        interleaved channels do not vectorise and took longer than the convolutions.
+        """
+        if weights is None:
+            weights = self.pixel_weights(lanes=self.lanes_pay(pixels))
+        conv1_w, conv1_b, prelu1_w, conv2_w, heads_w, heads_b = weights
+        if pixels.device.type == "cpu":
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        x = self.pool1(F.prelu(F.conv2d(pixels, conv1_w, conv1_b), prelu1_w))
+        x = self.prelu3(self.conv3(self.prelu2(F.conv2d(x, conv2_w, self.conv2.bias))))
+        heads = F.conv2d(x, heads_w, heads_b)
         return heads[:, :2], heads[:, 2:6]
 
 
@@ -100,7 +148,8 @@ class RNet(nn.Module):
 
     def face_and_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Face logits and box offsets only: what the cascade reads, skipping the landmark head
-        (the published R-Net has none)."""
+        (the published R-Net has none).  (Padding ``conv1``'s 28 channels to 32, as P-Net's, made
+        R-Net 2.2x slower on the CPU: measured, dropped.)"""
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.prelu4(self.dense4(self.prelu3(self.conv3(x)).flatten(1)))

@@ -13,7 +13,9 @@ The arithmetic reproduces the reference MTCNN (Zhang et al.'s code, as ported by
 whose published weights were tuned with it), so imported weights give the reference's boxes:
 
 * pyramid: scales ``12 / min_face * factor^k`` while the shorter side stays >= 12 px, each level
-  resized to ``int(side * scale + 1)`` with area averaging;
+  resized to ``int(side * scale + 1)`` with area averaging (a first scale above 1 when
+  ``min_face < 12`` grows the image, as the reference's ``F.interpolate`` does); on the CPU P-Net
+  runs over a large level in row strips (:func:`pnet_strips`), with the same output;
 * P-Net cell ``(x, y)`` covers the 12x12 window at stride 2.  How that window maps back to the
   image is the P-Net's **window rule**, recorded in its checkpoint (:data:`WINDOW_RULES`):
 
@@ -69,6 +71,8 @@ PNET_STRIDE = 2
 PNET_CELL = 12
 #: How a P-Net output cell maps back to image pixels (module docstring); checkpoints record theirs.
 WINDOW_RULES = ("reference", "exact")
+#: Bytes of P-Net's first activation per row strip of a pyramid level on the CPU (:func:`pnet_strips`).
+PNET_STRIP_BYTES = 2**22
 #: Boxes per R-Net / O-Net forward call.  On the CPU small chunks keep the activations in cache
 #: (measured: R-Net 2.6x faster in chunks of 256 than of 2048); on a GPU, large chunks fill it.
 NET_CHUNK = {"cpu": {"rnet": 256, "onet": 64}, "cuda": {"rnet": 4096, "onet": 1024}}
@@ -169,11 +173,43 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> to
 
 def _pnet_maps(net: nn.Module, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """P-Net's face logits and box offsets on a pyramid level of raw 0..255 pixels: our
-    :class:`PNet`'s fused path; any other module (an ONNX net, a subclass with its own forward)
-    runs its forward on normalised pixels."""
-    if type(net) is PNet:
+    :class:`PNet`'s fused path, on the CPU in row strips (:func:`pnet_strips`); any other module
+    (an ONNX net, a subclass with its own forward) runs its forward on normalised pixels."""
+    if type(net) is not PNet:
+        return net(normalize(level))[:2]
+    if level.device.type != "cpu":
         return net.face_and_box_from_pixels(level)
-    return net(normalize(level))[:2]
+    weights = net.pixel_weights(lanes=net.lanes_pay(level))
+    parts = [net.face_and_box_from_pixels(level[:, :, top:bottom], weights) for top, bottom in
+             pnet_strips(level.shape[2], level.shape[3])]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts], 2), torch.cat([p[1] for p in parts], 2)
+
+
+def pnet_strips(height: int, width: int, budget: int = PNET_STRIP_BYTES) -> list[tuple[int, int]]:
+    """Input row ranges ``[top, bottom)`` of a ``height x width`` level whose P-Net maps, stacked,
+    are the level's maps exactly.
+
+    Output row ``j`` reads input rows ``2j .. 2j + 11``; a strip starting at an even row ``2j0``
+    and ending at ``2j1 + 12`` gives output rows ``j0 .. j1`` (its max pooling has no partial window
+    there), and the last strip runs to the level's bottom edge, as the whole level does.  Strips
+    hold about ``budget`` bytes of the first (largest) activation: on the CPU a whole large level's
+    maps (37 MB for a 950 x 615 level) are fresh memory the kernel has to map and zero on every
+    call, which cost more than the arithmetic; a strip stays in the caches.
+    """
+    out_rows = -(-(height - 2) // 2) - 4  # conv1, ceil-mode pooling, then conv2 and conv3 (3x3 each)
+    per_strip = max(8, budget // (PNET_STRIDE * width * 16 * 4))  # 16 float channels per pixel
+    if out_rows <= per_strip:
+        return [(0, height)]
+    count = -(-out_rows // per_strip)
+    per_strip = -(-out_rows // count)  # balanced: no small last strip (it would leave oneDNN)
+    strips = []
+    for first in range(0, out_rows, per_strip):
+        last = first + per_strip - 1
+        bottom = height if last >= out_rows - 1 else PNET_STRIDE * last + PNET_CELL
+        strips.append((PNET_STRIDE * first, bottom))
+    return strips
 
 
 def _face_and_box(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,6 +85,9 @@ def test_overrides_nested_and_typed():
     ("train.pnet.epochs=0", "train.pnet.epochs"),
     ("train.pnet.ohem_keep_ratio=0", "ohem_keep_ratio"),
     ("detection.scale_factor=1.5", "scale_factor"),
+    ("detection.min_face_size=0", "detection.min_face_size"),
+    ("detection.min_face_size=-10", "detection.min_face_size"),
+    ("detection.min_face_size=3", "detection.min_face_size"),
     ("detection.thresholds=[0.5]", "needs 3 values"),
     ("train.pnet.lr=.nan", "finite"),
     ("train.pnet.optimizer=rmsprop", "optimizer"),
@@ -144,3 +147,9 @@ def test_a_bare_off_in_yaml_is_the_word(tmp_path):
     assert load_config(None, ["train.pnet.amp=off"]).train.pnet.amp == "off"
     with pytest.raises(ConfigError, match="augment"):
         load_config(None, ["train.pnet.augment=sometimes"])
+
+
+def test_min_face_size_below_pnet_window_is_accepted():
+    """Faces under 12 px: the pyramid upsamples (issue 21), as facenet-pytorch accepts 10."""
+    assert load_config(None, ["detection.min_face_size=10"]).detection.min_face_size == 10
+    assert load_config(None, ["detection.min_face_size=4"]).detection.min_face_size == 4

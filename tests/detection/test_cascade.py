@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from mtcnn_train.config import DetectionConfig
 from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import iou_matrix
+from mtcnn_train.nets import PNet
 
 from .conftest import random_image
 
@@ -175,3 +177,36 @@ def test_mirror_average_changes_only_the_landmarks(random_nets, test_cfg):
     np.testing.assert_allclose(averaged.scores, plain.scores)
     # a random net is not mirror-symmetric, so the averaged points move
     assert np.abs(averaged.landmarks - plain.landmarks).max() > 1e-3
+
+
+def _bright_window_pnet(threshold: float) -> PNet:
+    """A P-Net whose face score says 'the whole 12 px window is bright': its conv1 takes minus the
+    3x3 mean, so max pooling keeps the darkest corner, and the face logit rises above
+    ``threshold`` (normalised brightness) only when every part of the window is white."""
+    net = PNet()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.PReLU)):
+                for tensor in module.parameters():
+                    tensor.zero_()
+        net.conv1.weight[0] = -1 / 27
+        net.conv2.weight[0, 0] = 1 / 9
+        net.conv3.weight[0, 0] = 1 / 9
+        for prelu in (net.prelu1, net.prelu2, net.prelu3):
+            prelu.weight.fill_(1)
+        net.conv4_1.weight[1, 0] = -50
+        net.conv4_1.bias[1] = -50 * threshold
+    return net.eval()
+
+
+def test_faces_smaller_than_pnet_window_need_min_face_below_12():
+    """A 10 px face fills P-Net's 12 px window only on a level grown by 12 / 10 (issue 21)."""
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[23:33, 31:41] = 255  # a 10 x 10 'face'
+    found = {}
+    for min_face in (10, 12, 20):
+        cfg = DetectionConfig(min_face_size=min_face, thresholds=[0.5, 0.5, 0.5])
+        found[min_face] = Cascade(_bright_window_pnet(0.8), cfg=cfg, device="cpu", pnet_window="exact").detect(image)
+    assert len(found[12]) == 0 and len(found[20]) == 0
+    assert len(found[10]) == 1
+    np.testing.assert_allclose(found[10].boxes[0], [31, 23, 41, 33], atol=0.5)

@@ -167,3 +167,32 @@ def test_sparse_nms_equals_the_textbook_loop(mode):
             expected += idx[_loop_nms(boxes[idx], scores[idx], threshold, mode)].tolist()
         assert sorted(kept.tolist()) == sorted(expected)
         assert kept.tolist() == sorted(kept.tolist(), key=lambda i: (-scores[i], i))
+
+
+def test_min_face_below_12_upsamples_like_the_reference():
+    """min_face_size 10 (issue 21): the first level is the image grown by 12 / 10, area-resized as
+    facenet-pytorch's ``F.interpolate(mode='area')`` does it."""
+    scales = pyramid_scales(57, 83, min_face_size=10, factor=0.709)
+    assert scales[0] == pytest.approx(1.2) and scales[1] == pytest.approx(1.2 * 0.709)
+    assert scaled_size(57, 83, scales[0]) == (69, 100)
+    rng = np.random.default_rng(5)
+    images = torch.as_tensor(rng.integers(0, 256, (1, 3, 57, 83)), dtype=torch.uint8)
+    size = scaled_size(57, 83, scales[0])
+    torch.testing.assert_close(resize_area(summed_area_table(images), *size),
+                               F.interpolate(images.float(), size=size, mode="area"), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(949, 615), (950, 614), (300, 1025), (37, 40), (1200, 21)])
+def test_pnet_row_strips_give_the_whole_level_bit_for_bit(size):
+    from mtcnn_train.detection.cascade import _pnet_maps, pnet_strips
+    from tests.random_nets import make_random_nets
+
+    pnet = make_random_nets(0)[0]
+    level = torch.rand(1, *size, 3).mul(255).round().permute(0, 3, 1, 2)  # channels-last, as resize_area
+    strips = pnet_strips(*size)
+    assert strips[0][0] == 0 and strips[-1][1] == size[0]
+    with torch.inference_mode():
+        whole = pnet.face_and_box_from_pixels(level)
+        parts = _pnet_maps(pnet, level)
+    for a, b in zip(whole, parts):
+        assert torch.equal(a, b)
