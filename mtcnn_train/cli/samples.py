@@ -108,9 +108,9 @@ def inspect(directory: Path, out: Path | None, per_type: int, seed: int) -> None
 def merge(out: Path, parts: tuple[Path, ...], shard_size: int, force: bool) -> None:
     """Join sample sets into OUT: the --num-shards parts of one gen-samples run (giving the set one
     whole run makes), or finished sample sets (concatenated)."""
-    from mtcnn_train.samples.shards import merge_sample_sets
+    from mtcnn_train.samples.generate import merge_samples
 
     lock_output_dir(out)
-    manifest = merge_sample_sets(out, parts, shard_size=shard_size, force=force)
+    manifest = merge_samples(out, parts, shard_size=shard_size, force=force)
     counts = ", ".join(f"{name} {count}" for name, count in manifest["counts"].items())
     click.echo(f"samples merge: {manifest['num_samples']} samples ({counts}) from {len(parts)} sets into {out}")

@@ -60,7 +60,7 @@ from mtcnn_train.samples.labels import LABEL_NAMES
 from mtcnn_train.samples.mining import composition, recall_summary, weights_fingerprint
 from mtcnn_train.samples.pool import run_tasks, worker_count
 from mtcnn_train.samples.shards import (ARRAY_DTYPES, CONTACT_SHEET, MANIFEST, PENDING, SampleSet, count_by_type,
-                                        empty_arrays, write_sample_chunks)
+                                        empty_arrays, merge_sample_sets, write_sample_chunks)
 from mtcnn_train.samples.units import (WIDER_PREFIX, LANDMARK_PREFIX, WorkUnit, plan_fingerprint, plan_units,
                                        settings_fingerprint, sum_stats)
 from mtcnn_train.samples.workdir import (WORK_DIR, MiningJob, finished_units, has_unit_array, prepare_work_dir,
@@ -454,3 +454,10 @@ def merge_parts(out: Path, parts: SampleSet, shard_size: int) -> dict[str, Any]:
         "parts": {"num_shards": k, "merged_from": [str(d) for d in parts.directories]},
     }
     return _select_and_write(cfg, out, candidates, stats, head, first["stage"], first.get("weights"))
+
+
+def merge_samples(out_dir: str | Path, directories: Sequence[str | Path], shard_size: int = 100_000,
+                  force: bool = False) -> dict[str, Any]:
+    """``samples merge``: the parts of one ``--num-shards`` run (:func:`merge_parts`), or finished
+    sets joined as they are (:func:`mtcnn_train.samples.shards.merge_sample_sets`)."""
+    return merge_sample_sets(out_dir, directories, shard_size, force, merge_parts=merge_parts)

@@ -379,11 +379,12 @@ def remove_set_companions(directory: Path) -> None:
 
 
 def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], shard_size: int = 100_000,
-                      force: bool = False) -> dict[str, Any]:
+                      force: bool = False, merge_parts: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Join finished sample sets, or the parts of a ``gen-samples --num-shards`` run made on
     several machines, into one set in ``out_dir``.
 
-    Parts: :func:`mtcnn_train.samples.generate.merge_parts` keeps the ratio over all parts'
+    Parts: ``merge_parts(out, parts, shard_size)`` (:func:`mtcnn_train.samples.generate.merge_samples`
+    passes :func:`~mtcnn_train.samples.generate.merge_parts`) keeps the ratio over all parts'
     candidates, so the result is the set one whole run makes (same crops, same order).
     Finished sets: samples keep the order of the folders given; ``sources`` are re-based onto the concatenated
     ``images`` lists (as :meth:`SampleSet.arrays` does), so every sample still names its image.
@@ -403,8 +404,9 @@ def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], sh
         if not all(pending):
             raise UserError("samples merge: give either the --num-shards parts of one run or finished sample "
                             "sets, not both")
-        from mtcnn_train.samples.generate import merge_parts
-
+        if merge_parts is None:
+            raise UserError("merging gen-samples --num-shards parts: use samples merge "
+                            "(mtcnn_train.samples.generate.merge_samples)")
         (out / MANIFEST).unlink(missing_ok=True)
         remove_set_companions(out)
         return merge_parts(out, sample_set, shard_size)
