@@ -37,8 +37,8 @@ WIDER_EVENTS = {
 #: ``make-synthetic --faces wider``: WIDER FACE train's face count and face size, roughly.
 #: WIDER train holds 159,424 faces in 12,880 images (12.4 per image; median about 5, a heavy
 #: tail of crowds up to 1,968) and most faces are small (about half under 25 px high at its
-#: 1024 px image width).  Here: count ~ round(lognormal(median 5, sigma 1.3)), 1..400 (mean about
-#: 11 after the cap and the faces placing drops), width ~ lognormal(median 22 px, sigma 0.85),
+#: 1024 px image width).  Here: count ~ round(lognormal(median 5, sigma 1.3)), 1..400 (mean 10.5
+#: after the cap and the faces placing drops), width ~ lognormal(median 22 px, sigma 0.85),
 #: drawn at 12 px at least (the renderer's smallest face), on 1024 x 576..1024 px images.
 WIDER_PROFILE_EVENT = "0--Synthetic_Wider"
 WIDER_PROFILE_STYLE = SceneStyle((1, 1), (12, 300), (2, 8), (10, 30), count_lognormal=(5.0, 1.3, 400),
