@@ -21,7 +21,9 @@ This module runs the steps; each step's details live in its own module.  How a r
 4. **The mix** (here).  Every unit's candidates are pooled and a seeded random subset keeps the
    configured ratio (``sampling.ratio``) and count (``sampling.total``; 0 = as many as the
    scarcest type allows).  Then ``config.yaml``, the shards and ``manifest.json`` (last) are
-   written and ``.work/`` is removed.
+   written and ``.work/`` is removed.  The shards are gathered from the memory-mapped units one
+   at a time (:class:`Candidates`), so only the labels and indices of the whole set are ever in
+   memory, never its crops.
 
 Parts on several machines: ``num_shards=K, shard_index=i`` samples every K-th image (detection and
 landmark lists alike, starting at i).  Image seeds stay global, so the parts' candidates together
