@@ -1,8 +1,10 @@
 """Full scale by simulation: how gen-samples' memory and time per image grow with the image count.
 
 For fractions 1/16, 1/4 and 1 of a simulated full-size set (``--images N``, default 12,880, the
-size of WIDER FACE train) this renders ``make-synthetic --images n`` into a cache folder (reused
-across runs), then runs ``gen-samples --stage pnet`` and the mining steps ``gen-samples --stage
+size of WIDER FACE train, and ``--landmark-faces M``, default 202,599, CelebA's size) this renders
+``make-synthetic --images n --faces wider --landmark-faces m`` (WIDER's face count and sizes; the
+landmark list reusing 2,000 rendered CelebA-format images) into a cache folder (reused across
+runs; ``--tiny`` keeps the demo scenes), then runs ``gen-samples --stage pnet`` and the mining steps ``gen-samples --stage
 rnet`` and ``--stage onet`` with trained nets (``--weights RUN_DIR``; without it the nets of a
 quick ``demo`` run, trained once into the cache).  Every step is a ``python -m mtcnn_train``
 subprocess; per step it records
