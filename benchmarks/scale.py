@@ -1,8 +1,10 @@
 """Full scale by simulation: how gen-samples' memory and time per image grow with the image count.
 
 For fractions 1/16, 1/4 and 1 of a simulated full-size set (``--images N``, default 12,880, the
-size of WIDER FACE train) this renders ``make-synthetic --images n`` into a cache folder (reused
-across runs), then runs ``gen-samples --stage pnet`` and the mining steps ``gen-samples --stage
+size of WIDER FACE train, and ``--landmark-faces M``, default 202,599, CelebA's size) this renders
+``make-synthetic --images n --faces wider --landmark-faces m`` (WIDER's face count and sizes; the
+landmark list reusing 2,000 rendered CelebA-format images) into a cache folder (reused across
+runs; ``--tiny`` keeps the demo scenes), then runs ``gen-samples --stage pnet`` and the mining steps ``gen-samples --stage
 rnet`` and ``--stage onet`` with trained nets (``--weights RUN_DIR``; without it the nets of a
 quick ``demo`` run, trained once into the cache).  Every step is a ``python -m mtcnn_train``
 subprocess; per step it records
@@ -45,6 +47,10 @@ STAGES = ("pnet", "rnet", "onet")
 #: or toy net takes seconds and always yields samples.
 TINY_SETS = ["detection.min_face_size=64", "sampling.mining_thresholds=[0.5,0.1]", "sampling.mining_base_crops=true"]
 PAGE = 1024  # /proc status figures are in kB
+#: CelebA's size: the landmark faces of the full-size simulation (``--landmark-faces``).
+CELEBA_FACES = 202_599
+#: CelebA-format images rendered at most; more landmark faces reuse them (make-synthetic --landmark-faces).
+CELEBA_RENDERED = 2000
 
 
 def _status_kb(pid: int) -> tuple[int, int] | None:
@@ -129,14 +135,24 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mtcnn_train", *map(str, args)]
 
 
-def synthetic_set(cache: Path, images: int, poll: float) -> tuple[Path, dict | None]:
-    """The synthetic set of ``images`` training images in the cache (rendered once)."""
-    folder = cache / f"synthetic-{images}"
+def synthetic_set(cache: Path, images: int, poll: float, faces: str = "demo",
+                  landmark_faces: int | None = None) -> tuple[Path, dict | None]:
+    """The synthetic set of ``images`` training images in the cache (rendered once).
+
+    ``faces="wider"``: WIDER train's face count and sizes; ``landmark_faces``: CelebA list
+    entries reusing at most :data:`CELEBA_RENDERED` rendered images; WIDER val and FDDB stay tiny
+    (the sample steps do not read them)."""
+    args = ["--images", images]
+    if faces != "demo":
+        args += ["--faces", faces, "--eval-images", 8]
+    if landmark_faces is not None:
+        args += ["--landmark-faces", landmark_faces, "--celeba-images", min(CELEBA_RENDERED, landmark_faces)]
+    folder = cache / ("synthetic-" + "-".join(map(str, [images, *args[2:]])).replace("--", ""))
     summary = folder / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("images") == images:
         return folder, None
     cache.mkdir(parents=True, exist_ok=True)
-    return folder, run_measured(cli("make-synthetic", folder, "--images", images), cache / f"make-synthetic-{images}.log", poll)
+    return folder, run_measured(cli("make-synthetic", folder, *args), cache / f"make-synthetic-{folder.name}.log", poll)
 
 
 def demo_weights(cache: Path, images: int, tiny: bool, poll: float) -> Path:
@@ -222,6 +238,11 @@ def main() -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="SECTION.KEY=VALUE for gen-samples")
     parser.add_argument("--workers", type=int, default=None, help="gen-samples --workers (default: automatic)")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between memory polls")
+    parser.add_argument("--faces", choices=("demo", "wider"), default=None,
+                        help="make-synthetic --faces (default: wider, WIDER train's face count and sizes; --tiny: demo)")
+    parser.add_argument("--landmark-faces", type=int, default=None,
+                        help="full-size CelebA-format landmark faces, scaled by each fraction (default 202,599; "
+                             "--tiny: one per image)")
     parser.add_argument("--tiny", action="store_true", help="N=32 and toy settings: seconds")
     args = parser.parse_args()
     n = args.images or (32 if args.tiny else 12_880)
@@ -239,10 +260,15 @@ def main() -> int:
         weights = demo_weights(cache, args.demo_images or (8 if args.tiny else 200), args.tiny, args.poll)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.node()}",
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "full_images": n, "stages": stages,
+              "faces": args.faces or ("demo" if args.tiny else "wider"),
+              "full_landmark_faces": args.landmark_faces or (None if args.tiny else CELEBA_FACES),
               "weights": str(weights) if weights else None, "gen_samples_args": extra, "tiny": args.tiny,
               "load_average": os.getloadavg()[0], "fractions": {}, "ratios": {}}
     for frac, size in sizes.items():
-        data, rendered = synthetic_set(cache, size, args.poll)
+        faces = args.faces or ("demo" if args.tiny else "wider")
+        landmarks = args.landmark_faces or (None if args.tiny else CELEBA_FACES)
+        data, rendered = synthetic_set(cache, size, args.poll, faces,
+                                       None if landmarks is None else max(1, int(landmarks * Fraction(frac))))
         entry = {"images": size, "synthetic": str(data), "make_synthetic": rendered, "steps": {}}
         for stage in stages:
             print(f"{frac} of {n} = {size} images: gen-samples --stage {stage} ...", flush=True)

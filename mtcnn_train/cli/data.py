@@ -15,9 +15,20 @@ from mtcnn_train.errors import UserError
 @click.option("--images", type=click.IntRange(min=1), default=200, show_default=True, help="Training images to render.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed; one seed always gives byte-identical files.")
+@click.option("--faces", type=click.Choice(["demo", "wider"]), default="demo", show_default=True,
+              help="Face count and sizes of the WIDER images: the small demo scenes, or WIDER FACE train's "
+                   "distribution (about 12 faces per image, a heavy tail of crowds, mostly small faces, 1024 px wide).")
+@click.option("--landmark-faces", type=click.IntRange(min=1), default=None,
+              help="Entries of the CelebA landmark list (e.g. 202599, CelebA's size); beyond the rendered "
+                   "CelebA images they reuse those images (hard links).  [default: one per rendered image]")
+@click.option("--celeba-images", type=click.IntRange(min=1), default=None,
+              help="CelebA images to render.  [default: --images, at most --landmark-faces]")
+@click.option("--eval-images", type=click.IntRange(min=1), default=None,
+              help="Size WIDER val (a quarter) and FDDB (a half) by this instead of --images.")
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds something other than a synthetic set.")
 @config_options
-def make_synthetic(out: Path, images: int, seed: int, force: bool, config_path: Path | None,
+def make_synthetic(out: Path, images: int, seed: int, faces: str, landmark_faces: int | None,
+                   celeba_images: int | None, eval_images: int | None, force: bool, config_path: Path | None,
                    overrides: tuple[str, ...]) -> None:
     """Render the embedded synthetic dataset (WIDER, CelebA and FDDB formats) into OUT.
 
@@ -32,7 +43,9 @@ def make_synthetic(out: Path, images: int, seed: int, force: bool, config_path: 
     get_config(config_path, overrides)  # a bad --config/--set fails here, before anything is written
     prepare_output_dir(out, force, resume_ok=synthetic.is_synthetic_set(out))
     started = time.perf_counter()
-    summary = synthetic.make_synthetic(out, num_images=images, seed=seed, progress=True)
+    summary = synthetic.make_synthetic(out, num_images=images, seed=seed, progress=True, faces=faces,
+                                       landmark_faces=landmark_faces, celeba_images=celeba_images,
+                                       eval_images=eval_images)
     click.echo(synthetic.format_summary(summary, out))
     click.echo(f"rendered in {time.perf_counter() - started:.1f} s")
 

@@ -35,7 +35,9 @@ from mtcnn_train.stages import STAGES
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes (overrides sampling.workers; 0 = automatic, at most one per CPU core).")
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Split the images into this many parts (one per machine) ...")
+              help="Split the images into this many parts (one per machine) ... Each part keeps all its "
+                   "candidates; 'samples merge' of all parts keeps the ratio and gives the very set (same crops) "
+                   "one run makes, for any number of parts.")
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True,
               help="... and make part number i (join the parts with 'samples merge').")
 @click.option("--force", is_flag=True, help="Replace a finished sample set made with other settings.")
@@ -104,10 +106,11 @@ def inspect(directory: Path, out: Path | None, per_type: int, seed: int) -> None
 @click.option("--shard-size", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option("--force", is_flag=True, help="Replace a finished sample set already in OUT.")
 def merge(out: Path, parts: tuple[Path, ...], shard_size: int, force: bool) -> None:
-    """Join sample sets (e.g. the --num-shards parts made on several machines) into OUT."""
-    from mtcnn_train.samples.shards import merge_sample_sets
+    """Join sample sets into OUT: the --num-shards parts of one gen-samples run (giving the set one
+    whole run makes), or finished sample sets (concatenated)."""
+    from mtcnn_train.samples.generate import merge_samples
 
     lock_output_dir(out)
-    manifest = merge_sample_sets(out, parts, shard_size=shard_size, force=force)
+    manifest = merge_samples(out, parts, shard_size=shard_size, force=force)
     counts = ", ".join(f"{name} {count}" for name, count in manifest["counts"].items())
     click.echo(f"samples merge: {manifest['num_samples']} samples ({counts}) from {len(parts)} sets into {out}")

@@ -21,14 +21,20 @@ This module runs the steps; each step's details live in its own module.  How a r
 4. **The mix** (here).  Every unit's candidates are pooled and a seeded random subset keeps the
    configured ratio (``sampling.ratio``) and count (``sampling.total``; 0 = as many as the
    scarcest type allows).  Then ``config.yaml``, the shards and ``manifest.json`` (last) are
-   written and ``.work/`` is removed.
+   written and ``.work/`` is removed.  The shards are gathered from the memory-mapped units one
+   at a time (:class:`Candidates`), so only the labels and indices of the whole set are ever in
+   memory, never its crops.
 
 Parts on several machines: ``num_shards=K, shard_index=i`` samples every K-th image (detection and
 landmark lists alike, starting at i).  Image seeds stay global, so the parts' candidates together
-are exactly the candidates of one whole run.  **Each part applies the ratio itself** to its own
-candidates (with ``total / K`` samples when ``sampling.total`` is set), so the merged set
-(``mtcnn-train samples merge`` or ``SampleSet.open([DIR1, DIR2, ...])``) keeps the ratio up to
-rounding, though not the exact subset one whole run would pick.
+are exactly the candidates of one whole run.  A part **keeps every candidate** (in its cut order,
+with the mined ones' origin) and marks its manifest ``"selection": "pending"``; training refuses
+it.  ``mtcnn-train samples merge OUT PART...`` of all K parts (:func:`merge_parts`) maps each
+part's images back to their place in the whole run's image list, restores the whole run's order
+of the candidates (sorted by that place, stably) and applies the same ratio selection (step 4),
+so the merged set holds the same crops in the same order as one run -- for any K, for P-Net sets
+and mined sets alike (mining caps negatives per image, so nothing depends on the part).  A part
+stores all its candidates, so the parts' disk is that of the candidates, not of the kept set.
 
 Bad inputs never stop a run: unreadable images are counted and listed, grayscale / RGBA / 16-bit
 images are converted (counted), boxes reaching past the image are clipped (counted) and boxes
@@ -46,7 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtcnn_train.config import Config, save_config
+from mtcnn_train.config import Config, config_from_dict, save_config
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import remove_stale_temp_files
@@ -55,9 +61,10 @@ from mtcnn_train.samples.inputs import SampleInputs, load_inputs
 from mtcnn_train.samples.labels import LABEL_NAMES
 from mtcnn_train.samples.mining import composition, recall_summary, weights_fingerprint
 from mtcnn_train.samples.pool import run_tasks, worker_count
-from mtcnn_train.samples.shards import (ARRAY_DTYPES, CONTACT_SHEET, MANIFEST, concat_arrays, count_by_type, empty_arrays,
-                                        write_sample_set)
-from mtcnn_train.samples.units import WIDER_PREFIX, LANDMARK_PREFIX, WorkUnit, plan_fingerprint, plan_units, sum_stats
+from mtcnn_train.samples.shards import (ARRAY_DTYPES, CONTACT_SHEET, MANIFEST, PENDING, SampleSet, count_by_type,
+                                        empty_arrays, merge_sample_sets, write_sample_chunks)
+from mtcnn_train.samples.units import (WIDER_PREFIX, LANDMARK_PREFIX, WorkUnit, plan_fingerprint, plan_units,
+                                       settings_fingerprint, sum_stats)
 from mtcnn_train.samples.workdir import (WORK_DIR, MiningJob, finished_units, has_unit_array, prepare_work_dir,
                                          run_unit_task, unit_array, unit_stats)
 from mtcnn_train.stages import INPUT_SIZE, check_stage
@@ -82,6 +89,8 @@ class GenerateReport:
     process_ids: tuple[int, ...] = ()
     #: Mined sets: the earlier stages' recall and candidates per image (manifest["mining"]).
     mining: dict[str, Any] | None = None
+    #: ``(shard_index, num_shards)`` of a part: it holds every candidate; samples merge keeps the ratio.
+    part: tuple[int, int] | None = None
 
     @property
     def crops_per_second(self) -> float:
@@ -94,7 +103,9 @@ class GenerateReport:
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         s = self.stats
         resumed = f"; {self.units_done_before}/{self.units_total} work units reused" if self.units_done_before else ""
-        return (f"gen-samples: {sum(self.counts.values())} samples ({counts}) from {s['images']} images and "
+        what = (f"part {self.part[0] + 1} of {self.part[1]}: {sum(self.counts.values())} candidates ({counts}) kept "
+                "for samples merge" if self.part else f"{sum(self.counts.values())} samples ({counts})")
+        return (f"gen-samples: {what} from {s['images']} images and "
                 f"{s['landmark_faces']} landmark faces; skipped {s['images_unreadable']} unreadable images, "
                 f"converted {s['images_converted']}, clipped {s['boxes_clipped']} boxes, dropped {s['boxes_outside']} "
                 f"outside the image; {self.crops_cut} crops cut in {self.seconds:.1f} s "
@@ -163,9 +174,10 @@ def generate_samples(cfg: Config, out_dir: str | Path, stage: str = "pnet", weig
             raise UserError(f"{out}: holds a finished sample set made with other settings or data; "
                             "pass --force to replace it, or choose another --out")
         shutil.rmtree(work, ignore_errors=True)
-        return GenerateReport(out, finished["counts"], finished.get("available", {}),
+        return GenerateReport(out, finished["counts"], finished.get("available", finished["counts"]),
                               finished.get("input_counts", {}), 0.0, 0, len(units), len(units),
-                              already_complete=True, mining=finished.get("mining"))
+                              already_complete=True, mining=finished.get("mining"),
+                              part=(shard_index, num_shards) if num_shards > 1 else None)
 
     out.mkdir(parents=True, exist_ok=True)
     # Temp files of a killed run were never renamed into place: nothing trusts them.
@@ -187,66 +199,148 @@ def generate_samples(cfg: Config, out_dir: str | Path, stage: str = "pnet", weig
     manifest = _finish(cfg, out, work, units, images, inputs, fingerprint, num_shards, shard_index, stage,
                        str(weights) if weights is not None else None)
     seconds = time.perf_counter() - start
-    return GenerateReport(out, manifest["counts"], manifest["available"], manifest["input_counts"], seconds,
-                          crops_cut, len(done), len(units), process_ids=tuple(sorted(processes)),
-                          mining=manifest.get("mining"))
+    return GenerateReport(out, manifest["counts"], manifest.get("available", manifest["counts"]),
+                          manifest["input_counts"], seconds, crops_cut, len(done), len(units),
+                          process_ids=tuple(sorted(processes)), mining=manifest.get("mining"),
+                          part=(shard_index, num_shards) if num_shards > 1 else None)
 
 
-def _part_total(total: int, num_shards: int, shard_index: int) -> int:
-    """This part's share of ``sampling.total`` (parts differ by at most one sample)."""
-    if total <= 0:
-        return 0
-    return total // num_shards + (1 if shard_index < total % num_shards else 0)
+class Candidates:
+    """Every candidate crop of a run (or of merged parts) in the order one whole run pools them.
+
+    ``segments`` are readers of one array each (a finished unit, or a part's shard): ``read(key)``
+    gives that array, memory-mapped (``sources`` already indexing the run's image list);
+    ``order`` lists, per candidate in run order, its row in the segments laid end to end (None:
+    the segments are already in run order).  Only index-sized columns (labels, origins) are
+    ever read whole; crops are gathered a shard at a time (:meth:`rows`).
+    """
+
+    def __init__(self, segments: list[Any], lengths: list[int], order: np.ndarray | None = None) -> None:
+        self.segments = segments
+        self.bounds = np.cumsum([0] + list(lengths))
+        self.order = order
+
+    @classmethod
+    def of_units(cls, work: Path, units: list[WorkUnit], labels: list[np.ndarray]) -> "Candidates":
+        """The candidates of a run's finished units (a unit without ``origin``, a landmark unit of
+        a mined set, reads as all zeros)."""
+        def reader(unit: WorkUnit, count: int) -> Any:
+            return lambda key: (unit_array(work, unit, key) if key != "origin" or has_unit_array(work, unit, key)
+                                else np.zeros(count, np.uint8))
+
+        return cls([reader(unit, len(x)) for unit, x in zip(units, labels)], [len(x) for x in labels])
+
+    def column(self, key: str, dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
+        """One index-sized array of every candidate, in run order."""
+        pooled = np.concatenate([np.asarray(read(key)) for read in self.segments]) if self.segments else \
+            np.zeros((0, *shape), dtype)
+        return pooled if self.order is None else pooled[self.order]
+
+    def rows(self, indices: np.ndarray, key: str, size: int) -> np.ndarray:
+        """Candidates ``indices`` (run order, ascending) of array ``key``."""
+        template = empty_arrays(size)[key]
+        pooled = np.asarray(indices if self.order is None else self.order[indices], np.int64)
+        out = np.empty((len(pooled), *template.shape[1:]), template.dtype)
+        segment = np.searchsorted(self.bounds, pooled, side="right") - 1
+        for k in np.unique(segment):
+            mask = segment == k
+            out[mask] = self.segments[k](key)[pooled[mask] - self.bounds[k]]
+        return out
 
 
-def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: list[str], inputs: SampleInputs,
-            fingerprint: str, num_shards: int, shard_index: int, stage: str = "pnet",
-            weights: str | None = None) -> dict[str, Any]:
-    """Pool the units, keep the ratio, write config.yaml, the shards and the manifest (last)."""
-    s = cfg.sampling
-    labels_per_unit = [np.asarray(unit_array(work, unit, "labels")) for unit in units]
-    labels = np.concatenate(labels_per_unit) if labels_per_unit else np.zeros(0, np.int8)
-    available = count_by_type(labels)
-    ratio = dataclasses.asdict(s.ratio)
-    # A type whose input was not given (no landmark list, or landmarks only) leaves the mix rather
-    # than emptying it: the others keep their ratio among themselves.
-    wider_count = sum(1 for name in images if name.startswith(WIDER_PREFIX))
-    absent = (["landmark"] if wider_count == len(images) else []) + (
+def _ratio_used(ratio: dict[str, float], wider_count: int, image_count: int) -> dict[str, float]:
+    """The ratio among the types the inputs can make: a type whose input was not given (no
+    landmark list, or landmarks only) leaves the mix rather than emptying it."""
+    absent = (["landmark"] if wider_count == image_count else []) + (
         ["negative", "positive", "part"] if wider_count == 0 else [])
     ratio_used = {name: (0.0 if name in absent else share) for name, share in ratio.items()}
     if sum(ratio_used.values()) <= 0:
         raise UserError(f"sampling.ratio gives no share to the sample types the inputs can make ({', '.join(absent)} "
                         "have no input)")
+    return ratio_used
+
+
+def _image_sources(sources: dict[str, Any], wider_count: int, image_count: int) -> dict[str, Any]:
+    return {"wider": {"prefix": WIDER_PREFIX, "first": 0, "count": wider_count, **sources.get("wider", {})},
+            "landmarks": {"prefix": LANDMARK_PREFIX, "first": wider_count, "count": image_count - wider_count,
+                          **sources.get("landmarks", {})}}
+
+
+def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: list[str], inputs: SampleInputs,
+            fingerprint: str, num_shards: int, shard_index: int, stage: str = "pnet",
+            weights: str | None = None) -> dict[str, Any]:
+    """Pool the units; a whole run keeps the ratio and writes the set, a part (``num_shards >
+    1``) keeps every candidate for ``samples merge`` (:func:`merge_parts`)."""
+    labels_per_unit = [np.asarray(unit_array(work, unit, "labels")) for unit in units]
+    candidates = Candidates.of_units(work, units, labels_per_unit)
+    stats = sum_stats([unit_stats(work, unit) for unit in units])
+    wider_count = sum(1 for name in images if name.startswith(WIDER_PREFIX))
+    head = {
+        "stage": stage,
+        "seed": cfg.sampling.seed,
+        "plan_fingerprint": fingerprint,
+        "images": images,
+        "image_sources": _image_sources(inputs.sources, wider_count, len(images)),
+        "split": {"val_fraction": cfg.data.val_fraction, "val_seed": cfg.data.val_seed,
+                  "train": inputs.train_names, "val": inputs.val_names},
+        "parts": {"num_shards": num_shards, "shard_index": shard_index},
+    }
+    if num_shards > 1:
+        head["parts"].update({"wider_images": len(inputs.wider), "landmark_faces": len(inputs.landmarks),
+                              "settings": settings_fingerprint(cfg, stage, fingerprint_of_weights(stage, weights))})
+        return _write_part(cfg, out, work, candidates, stats, head, stage, weights)
+    return _select_and_write(cfg, out, candidates, stats, head, stage, weights, work)
+
+
+def fingerprint_of_weights(stage: str, weights: str | None) -> str:
+    return weights_fingerprint(weights, stage) if stage != "pnet" and weights is not None else ""
+
+
+def _write_part(cfg: Config, out: Path, work: Path, candidates: Candidates, stats: dict[str, Any],
+                head: dict[str, Any], stage: str, weights: str | None) -> dict[str, Any]:
+    """A part of a ``--num-shards`` run: every candidate (with its origin when mined), in run
+    order, and a manifest marking the selection as pending (``samples merge`` makes it)."""
+    size = INPUT_SIZE[stage]
+    labels = candidates.column("labels", np.int8)
+    extra = {"origin": np.uint8} if stage != "pnet" else {}
+    problems = stats.pop("problems")
+    manifest = {**head, "selection": PENDING, "input_counts": stats, "problems": problems,
+                "labels": {str(label): name for label, name in LABEL_NAMES.items()}, "config": cfg.to_dict(),
+                **({"weights": weights} if weights is not None else {})}
+
+    origin = candidates.column("origin", np.uint8) if extra else None
+
+    def chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+        indices = np.arange(start, stop)
+        arrays = {key: candidates.rows(indices, key, size) for key in ARRAY_DTYPES}
+        if origin is not None:
+            arrays["origin"] = origin[start:stop]
+        return arrays
+
+    return _write_folder(cfg, out, work, labels, chunk, manifest, extra)
+
+
+def _select_and_write(cfg: Config, out: Path, candidates: Candidates, stats: dict[str, Any], head: dict[str, Any],
+                      stage: str, weights: str | None, work: Path | None = None) -> dict[str, Any]:
+    """Keep the ratio over the pooled candidates (one whole run, or merged parts: the same
+    ``target_counts`` and seeded ``select_by_ratio`` over the same run order) and write the set."""
+    s = cfg.sampling
+    size = INPUT_SIZE[stage]
+    images = head["images"]
+    labels = candidates.column("labels", np.int8)
+    available = count_by_type(labels)
+    ratio = dataclasses.asdict(s.ratio)
+    ratio_used = _ratio_used(ratio, head["image_sources"]["wider"]["count"], len(images))
     total = {"pnet": s.total, "rnet": s.total_rnet or s.total, "onet": s.total_onet or s.total}[stage]
-    targets = smp.target_counts(available, ratio_used, _part_total(total, num_shards, shard_index))
+    targets = smp.target_counts(available, ratio_used, total)
     chosen = smp.select_by_ratio(labels, targets, s.seed)
 
-    bounds = np.cumsum([0] + [len(x) for x in labels_per_unit])
-    parts = []
-    for k, unit in enumerate(units):
-        local = chosen[(chosen >= bounds[k]) & (chosen < bounds[k + 1])] - bounds[k]
-        if len(local):
-            parts.append({key: np.asarray(unit_array(work, unit, key)[local]) for key in ARRAY_DTYPES})
-    arrays = concat_arrays(parts, INPUT_SIZE[stage]) if parts else empty_arrays(INPUT_SIZE[stage])
-
-    stats = sum_stats([unit_stats(work, unit) for unit in units])
     problems = stats.pop("problems")
     if not len(chosen):  # an empty set would only fail later, in training
         first = f"; first problem: {problems[0]['image']}: {problems[0]['problem']}" if problems else ""
         raise UserError(f"{out}: no samples could be cut from the {len(images)} input image(s){first}")
     manifest = {
-        "stage": stage,
-        "seed": s.seed,
-        "plan_fingerprint": fingerprint,
-        "images": images,
-        "image_sources": {
-            "wider": {"prefix": WIDER_PREFIX, "first": 0, "count": wider_count, **inputs.sources.get("wider", {})},
-            "landmarks": {"prefix": LANDMARK_PREFIX, "first": wider_count, "count": len(images) - wider_count,
-                          **inputs.sources.get("landmarks", {})},
-        },
-        "split": {"val_fraction": cfg.data.val_fraction, "val_seed": cfg.data.val_seed,
-                  "train": inputs.train_names, "val": inputs.val_names},
-        "parts": {"num_shards": num_shards, "shard_index": shard_index},
+        **head,
         "ratio": ratio,
         "ratio_used": ratio_used,
         "total": s.total,
@@ -258,24 +352,114 @@ def _finish(cfg: Config, out: Path, work: Path, units: list[WorkUnit], images: l
         "config": cfg.to_dict(),
     }
     if stage != "pnet":
-        origin = np.concatenate([np.asarray(unit_array(work, unit, "origin"))
-                                 if has_unit_array(work, unit, "origin")
-                                 else np.zeros(len(unit_labels), np.uint8)
-                                 for unit, unit_labels in zip(units, labels_per_unit)]) if units else np.zeros(0, np.uint8)
+        origin = candidates.column("origin", np.uint8)
         manifest["mining"] = {"weights": weights, **recall_summary(stats, stage),
                               "base_crops": s.mining_base_crops,
                               "negatives_per_image_cap": s.mining_negatives_per_image,
                               "negatives_over_cap": stats.get("mined_negatives_over_cap", 0),
                               "thresholds": list(s.mining_thresholds) or list(cfg.detection.thresholds[:2]),
                               "composition": composition(labels[chosen], origin[chosen])}
+
+    def chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+        return {key: candidates.rows(chosen[start:stop], key, size) for key in ARRAY_DTYPES}
+
+    return _write_folder(cfg, out, work, labels[chosen], chunk, manifest)
+
+
+def _write_folder(cfg: Config, out: Path, work: Path | None, labels: np.ndarray, chunk: Any,
+                  manifest: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.yaml, the shards (one at a time) and the manifest (last) into ``out``."""
     # An older set in the folder stops being a set before any of its shards is replaced.
     (out / MANIFEST).unlink(missing_ok=True)
     (out / CONTACT_SHEET).unlink(missing_ok=True)  # drawn from the older set
     save_config(cfg, out / "config.yaml")
-    written = write_sample_set(out, arrays, manifest, shard_size=s.shard_size)
+    written = write_sample_chunks(out, labels, INPUT_SIZE[manifest["stage"]], chunk, manifest,
+                                  shard_size=cfg.sampling.shard_size, extra=extra)
     keep = {entry["stem"] for entry in written["shards"]}
     for stale in out.glob("shard-*.npy"):
         if stale.name.split(".", 1)[0] not in keep:
             stale.unlink()
-    shutil.rmtree(work, ignore_errors=True)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
     return written
+
+
+def merge_parts(out: Path, parts: SampleSet, shard_size: int) -> dict[str, Any]:
+    """``samples merge`` of the K parts of a ``gen-samples --num-shards K`` run: the set one whole run makes.
+
+    Part ``i`` holds every candidate of images ``i, i + K, ...`` (detection images, then landmark
+    faces), each image cut with its own seed.  Mapping every part's images back to their place
+    in the whole run's list and sorting the candidates by it (stably; an image's candidates all
+    come from one part, in their cut order) restores the order one run pools them in, and the
+    same ``target_counts`` / seeded ``select_by_ratio`` then pick the same crops.
+    """
+    manifests = parts.manifests
+    first = manifests[0]
+    k = first["parts"].get("num_shards")
+    indices = sorted(m["parts"].get("shard_index", -1) for m in manifests)
+    if indices != list(range(k)) or any(m["parts"].get("num_shards") != k for m in manifests):
+        raise UserError(f"samples merge: needs the {k} parts of one gen-samples --num-shards {k} run, each once; "
+                        f"got part(s) {', '.join(str(i + 1) for i in indices)}")
+    for directory, m in zip(parts.directories, manifests):
+        same = all(m["parts"].get(key) == first["parts"].get(key) for key in ("settings", "wider_images", "landmark_faces"))
+        if not same or m.get("stage") != first.get("stage") or m.get("split") != first.get("split"):
+            raise UserError(f"samples merge: {directory} was made with other settings or inputs than "
+                            f"{parts.directories[0]}; cut all parts with the same config, data and weights")
+    wider_total, landmark_total = first["parts"]["wider_images"], first["parts"]["landmark_faces"]
+    names: list[str | None] = [None] * (wider_total + landmark_total)
+    to_run: list[np.ndarray] = []  # per part: its image index -> the whole run's image index
+    for m in manifests:
+        i, wider_count = m["parts"]["shard_index"], m["image_sources"]["wider"]["count"]
+        local = np.arange(len(m["images"]))
+        mapping = np.where(local < wider_count, i + local * k, wider_total + i + (local - wider_count) * k)
+        if len(mapping) and mapping.max() >= len(names):
+            raise UserError(f"samples merge: part {i + 1} lists more images than its run has")
+        for index, name in zip(mapping, m["images"]):
+            names[index] = name
+        to_run.append(mapping)
+    if any(name is None for name in names):
+        raise UserError("samples merge: the parts do not cover every image of their run")
+
+    segments, lengths, keys = [], [], []
+    for number, (directory, m) in enumerate(zip(parts.directories, manifests)):
+        for shard, entry in zip(parts._shards_of(number), m["shards"]):
+            sources = to_run[number][np.asarray(shard["sources"], np.int64)].astype(np.int32)
+            origin_path = directory / f"{entry['stem']}.origin.npy"
+
+            def read(key: str, shard=shard, sources=sources, origin_path=origin_path, count=entry["count"]):
+                if key == "sources":
+                    return sources
+                if key == "origin":
+                    return (np.load(origin_path, mmap_mode="r", allow_pickle=False) if origin_path.is_file()
+                            else np.zeros(count, np.uint8))
+                return shard[key]
+
+            segments.append(read)
+            lengths.append(entry["count"])
+            keys.append(sources)
+    order = np.argsort(np.concatenate(keys), kind="stable") if keys else np.zeros(0, np.int64)
+    candidates = Candidates(segments, lengths, order)
+
+    cfg = config_from_dict(first["config"], f"{parts.directories[0] / MANIFEST}: config")
+    cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, shard_size=shard_size))
+    stats = sum_stats([{**m.get("input_counts", {}), "problems": m.get("problems", [])} for m in manifests])
+    own = ("prefix", "first", "count")
+    sources = {kind: {key: v for key, v in first["image_sources"].get(kind, {}).items() if key not in own}
+               for kind in ("wider", "landmarks")}
+    head = {
+        "stage": first["stage"],
+        "seed": first["seed"],
+        "plan_fingerprint": first["parts"]["settings"],
+        "images": names,
+        "image_sources": _image_sources(sources, wider_total, len(names)),
+        "split": first["split"],
+        "parts": {"num_shards": k, "merged_from": [str(d) for d in parts.directories]},
+    }
+    return _select_and_write(cfg, out, candidates, stats, head, first["stage"], first.get("weights"))
+
+
+def merge_samples(out_dir: str | Path, directories: Sequence[str | Path], shard_size: int = 100_000,
+                  force: bool = False) -> dict[str, Any]:
+    """``samples merge``: the parts of one ``--num-shards`` run (:func:`merge_parts`), or finished
+    sets joined as they are (:func:`mtcnn_train.samples.shards.merge_sample_sets`)."""
+    return merge_sample_sets(out_dir, directories, shard_size, force, merge_parts=merge_parts)

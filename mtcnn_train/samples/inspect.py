@@ -82,7 +82,7 @@ def inspect_sample_set(directory: str | Path, out: str | Path | None = None, per
                        scale: int = 8) -> InspectReport:
     """Counts per type of the set in ``directory`` and its contact sheet (``DIR/contact_sheet.png``)."""
     directory = Path(directory)
-    sample_set = SampleSet.open(directory)
+    sample_set = SampleSet.open(directory, allow_parts=True)  # a --num-shards part can be looked at
     sheet_path = Path(out) if out is not None else directory / CONTACT_SHEET
     save_image(sheet_path, contact_sheet(sample_set, per_type=per_type, seed=seed, scale=scale))
     return InspectReport(directory, sample_set.counts(), sheet_path, sample_set.crop_size)

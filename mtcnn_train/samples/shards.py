@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -41,6 +41,13 @@ ARRAY_DTYPES: dict[str, Any] = {
 }
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+#: ``manifest["selection"]`` of a ``gen-samples --num-shards K`` part: it holds every candidate
+#: of its images; ``samples merge`` of all K parts keeps the ratio, as one whole run would.
+PENDING = "pending"
+
+
+def is_pending(manifest: dict[str, Any]) -> bool:
+    return manifest.get("selection") == PENDING
 
 
 def shard_stem(index: int) -> str:
@@ -98,12 +105,14 @@ def save_array(path: Path, array: np.ndarray) -> None:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def write_shard(directory: str | Path, index: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Write one shard's arrays atomically; returns its manifest entry."""
+def write_shard(directory: str | Path, index: int, arrays: dict[str, np.ndarray],
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write one shard's arrays atomically (and the ``extra`` arrays: key -> dtype); returns its
+    manifest entry."""
     directory = Path(directory)
     n = check_arrays(arrays)
     stem = shard_stem(index)
-    for key, dtype in ARRAY_DTYPES.items():
+    for key, dtype in {**ARRAY_DTYPES, **(extra or {})}.items():
         save_array(directory / f"{stem}.{key}.npy", arrays[key].astype(dtype, copy=False))
     return {"stem": stem, "count": n}
 
@@ -116,25 +125,36 @@ def count_by_type(labels: np.ndarray) -> dict[str, int]:
 def write_sample_set(directory: str | Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any],
                      shard_size: int = 100_000) -> dict[str, Any]:
     """Write a whole sample set: shards of ``shard_size`` samples, then the manifest last."""
+    n = check_arrays(arrays)
+    return write_sample_chunks(directory, arrays["labels"], int(arrays["images"].shape[1]),
+                               lambda start, stop: {key: value[start:stop] for key, value in arrays.items()},
+                               manifest, shard_size)
+
+
+def write_sample_chunks(directory: str | Path, labels: np.ndarray, crop_size: int,
+                        chunk: Callable[[int, int], dict[str, np.ndarray]], manifest: dict[str, Any],
+                        shard_size: int = 100_000, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`write_sample_set` with the samples fetched one shard at a time: ``chunk(start, stop)``
+    gives the arrays of samples ``start:stop`` (and the ``extra`` ones, key -> dtype), so no more
+    than one shard of crops is ever in memory; ``labels`` are all the samples' labels."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{directory}: cannot create the sample folder ({exc.strerror or exc})") from None
-    n = check_arrays(arrays)
+    n = len(labels)
     # An older set in the folder stops being a set before any of its shards is replaced: if this
     # write fails half-way (a full disk), no manifest vouches for the mix of old and new shards.
     (directory / MANIFEST).unlink(missing_ok=True)
     shards = []
     for index, start in enumerate(range(0, max(n, 1), shard_size)):
-        part = {key: value[start:start + shard_size] for key, value in arrays.items()}
-        shards.append(write_shard(directory, index, part))
+        shards.append(write_shard(directory, index, chunk(start, min(start + shard_size, n)), extra))
     manifest = dict(manifest)
     manifest.update({
         "format_version": FORMAT_VERSION,
-        "crop_size": int(arrays["images"].shape[1]),
+        "crop_size": crop_size,
         "num_samples": n,
-        "counts": count_by_type(arrays["labels"]),
+        "counts": count_by_type(labels),
         "shards": shards,
     })
     atomic_write_json(directory / MANIFEST, manifest)
@@ -254,8 +274,12 @@ class SampleSet:
     shards: list[dict[str, np.ndarray]]
 
     @classmethod
-    def open(cls, directories: str | Path | Iterable[str | Path], mmap: bool = True) -> "SampleSet":
+    def open(cls, directories: str | Path | Iterable[str | Path], mmap: bool = True,
+             allow_parts: bool = False) -> "SampleSet":
         """Open finished sample sets; a tampered or damaged set raises a one-line UserError.
+
+        A ``--num-shards`` part (its selection pending) is refused unless ``allow_parts``: it is
+        not a sample set until ``samples merge`` has joined all parts.
 
         The manifest is checked first (its shape, shard names, counts), then every array's
         ``.npy`` header against :data:`ARRAY_DTYPES`, the crop size and the shard's count before
@@ -277,6 +301,10 @@ class SampleSet:
             except (OSError, ValueError, RecursionError) as exc:
                 raise UserError(f"{manifest_path}: unreadable manifest ({first_line(exc)})") from None
             check_manifest(manifest, manifest_path)
+            if is_pending(manifest) and not allow_parts:
+                parts = manifest.get("parts", {})
+                raise UserError(f"{d}: part {parts.get('shard_index', 0) + 1} of {parts.get('num_shards')} of a sample "
+                                "set (gen-samples --num-shards); run samples merge OUT PART... on all its parts first")
             if crop_size is not None and manifest["crop_size"] != crop_size:
                 raise UserError(f"{d}: crop size {manifest['crop_size']} differs from {crop_size} of {dirs[0]}")
             crop_size = manifest["crop_size"]
@@ -351,10 +379,14 @@ def remove_set_companions(directory: Path) -> None:
 
 
 def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], shard_size: int = 100_000,
-                      force: bool = False) -> dict[str, Any]:
-    """Join finished sample sets (e.g. parts made on several machines) into one set in ``out_dir``.
+                      force: bool = False, merge_parts: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Join finished sample sets, or the parts of a ``gen-samples --num-shards`` run made on
+    several machines, into one set in ``out_dir``.
 
-    Samples keep the order of the folders given; ``sources`` are re-based onto the concatenated
+    Parts: ``merge_parts(out, parts, shard_size)`` (:func:`mtcnn_train.samples.generate.merge_samples`
+    passes :func:`~mtcnn_train.samples.generate.merge_parts`) keeps the ratio over all parts'
+    candidates, so the result is the set one whole run makes (same crops, same order).
+    Finished sets: samples keep the order of the folders given; ``sources`` are re-based onto the concatenated
     ``images`` lists (as :meth:`SampleSet.arrays` does), so every sample still names its image.
     Each part's own manifest (without its image list) is kept under ``"parts"``.  A finished set
     already in ``out_dir`` is replaced only with ``force``, and then nothing of it stays (its
@@ -366,7 +398,18 @@ def merge_sample_sets(out_dir: str | Path, directories: Iterable[str | Path], sh
         raise UserError(f"{out}: the merged set must go to a folder other than its parts")
     if (out / MANIFEST).exists() and not force:
         raise UserError(f"{out}: holds a finished sample set; pass --force to replace it, or choose another folder")
-    sample_set = SampleSet.open(dirs)
+    sample_set = SampleSet.open(dirs, allow_parts=True)
+    pending = [is_pending(m) for m in sample_set.manifests]
+    if any(pending):
+        if not all(pending):
+            raise UserError("samples merge: give either the --num-shards parts of one run or finished sample "
+                            "sets, not both")
+        if merge_parts is None:
+            raise UserError("merging gen-samples --num-shards parts: use samples merge "
+                            "(mtcnn_train.samples.generate.merge_samples)")
+        (out / MANIFEST).unlink(missing_ok=True)
+        remove_set_companions(out)
+        return merge_parts(out, sample_set, shard_size)
     arrays = sample_set.arrays()
     images: list[str] = []
     split: dict[str, dict[str, None]] = {"train": {}, "val": {}}  # ordered sets

@@ -78,13 +78,11 @@ def plan_fingerprint(cfg: Config, units: list[WorkUnit], num_shards: int, shard_
     """Hash of everything that decides the output (not the worker count): a finished unit is
     reused only when this matches.  Mined sets also hash the earlier stages' weights and the
     detection settings they ran with."""
-    sampling = dataclasses.asdict(cfg.sampling)
-    sampling.pop("workers")
     digest = hashlib.sha256()
-    mining = {"weights": weights_hash, "detection": dataclasses.asdict(cfg.detection)} if stage != "pnet" else {}
-    head = {"format": 1, "stage": stage, **mining, "sampling": sampling, "val_fraction": cfg.data.val_fraction,
-            "val_seed": cfg.data.val_seed, "max_images": cfg.data.max_images, "parts": [num_shards, shard_index],
-            "wider_unit": WIDER_UNIT, "landmark_unit": LANDMARK_UNIT}
+    head = _settings(cfg, stage, weights_hash)
+    head["parts"] = [num_shards, shard_index]
+    if num_shards > 1:  # a part keeps every candidate; samples merge keeps the ratio
+        head["selection"] = "at merge"
     digest.update(json.dumps(head, sort_keys=True).encode())
     for unit in units:
         digest.update(unit.name.encode())
@@ -95,6 +93,21 @@ def plan_fingerprint(cfg: Config, units: list[WorkUnit], num_shards: int, shard_
             if unit.kind == "landmarks" and record.landmarks is not None:
                 digest.update(np.ascontiguousarray(record.landmarks, np.float32).tobytes())
     return digest.hexdigest()
+
+
+def _settings(cfg: Config, stage: str, weights_hash: str) -> dict[str, Any]:
+    sampling = dataclasses.asdict(cfg.sampling)
+    sampling.pop("workers")
+    mining = {"weights": weights_hash, "detection": dataclasses.asdict(cfg.detection)} if stage != "pnet" else {}
+    return {"format": 1, "stage": stage, **mining, "sampling": sampling, "val_fraction": cfg.data.val_fraction,
+            "val_seed": cfg.data.val_seed, "max_images": cfg.data.max_images,
+            "wider_unit": WIDER_UNIT, "landmark_unit": LANDMARK_UNIT}
+
+
+def settings_fingerprint(cfg: Config, stage: str = "pnet", weights_hash: str = "") -> str:
+    """Hash of the settings (not the part, nor the images) that decide a run's candidates:
+    ``samples merge`` joins only parts made with the same ones."""
+    return hashlib.sha256(json.dumps(_settings(cfg, stage, weights_hash), sort_keys=True).encode()).hexdigest()
 
 
 def new_stats() -> dict[str, Any]:

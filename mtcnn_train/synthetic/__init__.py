@@ -41,7 +41,7 @@ from pathlib import Path
 
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import atomic_write_json
-from mtcnn_train.synthetic.files import (FDDB_FOLDS, JPEG_QUALITY, SUMMARY_FILE, celeba_image, fddb_image, image_rng,
+from mtcnn_train.synthetic.files import (FACE_PROFILES, FDDB_FOLDS, JPEG_QUALITY, SUMMARY_FILE, celeba_image, fddb_image, image_rng,
                                          synthetic_paths, wider_image, write_celeba_set, write_fddb_set, write_wider_split)
 
 __all__ = ["FORMAT_VERSION", "GENERATOR", "celeba_image", "fddb_image", "format_summary", "image_rng",
@@ -52,10 +52,12 @@ GENERATOR = "mtcnn-train make-synthetic"
 FORMAT_VERSION = 1
 
 
-def split_sizes(num_images: int) -> dict[str, int]:
-    """How many images each set gets for ``num_images`` training images."""
-    return {"wider_train": num_images, "wider_val": max(1, num_images // 4), "celeba": num_images,
-            "fddb": max(FDDB_FOLDS, num_images // 2)}
+def split_sizes(num_images: int, celeba_images: int | None = None, eval_images: int | None = None) -> dict[str, int]:
+    """How many images each set gets for ``num_images`` training images (``celeba_images`` /
+    ``eval_images``: CelebA images and WIDER val / FDDB images instead of the defaults)."""
+    return {"wider_train": num_images, "wider_val": max(1, (num_images if eval_images is None else eval_images) // 4),
+            "celeba": num_images if celeba_images is None else celeba_images,
+            "fddb": max(FDDB_FOLDS, (num_images if eval_images is None else eval_images) // 2)}
 
 
 def synthetic_config(out_dir: str | Path) -> dict:
@@ -76,21 +78,36 @@ def is_synthetic_set(out_dir: str | Path) -> bool:
         return False
 
 
-def make_synthetic(out_dir: str | Path, num_images: int = 200, seed: int = 0, progress: bool = False) -> dict:
+def make_synthetic(out_dir: str | Path, num_images: int = 200, seed: int = 0, progress: bool = False, *,
+                   faces: str = "demo", landmark_faces: int | None = None, celeba_images: int | None = None,
+                   eval_images: int | None = None) -> dict:
     """Render the synthetic WIDER (train + val), CelebA and FDDB sets into ``out_dir``.
 
     Returns the summary that is also written to ``out_dir/summary.json`` (written last, so a
     summary means a complete set).  Two calls with the same arguments write identical bytes.
+
+    Full-size simulation (``benchmarks/scale.py``): ``faces="wider"`` draws WIDER train's face
+    count and face sizes (:data:`~mtcnn_train.synthetic.styles.WIDER_PROFILE_STYLE`);
+    ``landmark_faces`` gives the CelebA list that many entries, reusing ``celeba_images``
+    rendered images (default: ``num_images``, at most ``landmark_faces``); ``eval_images``
+    sizes WIDER val and FDDB instead of ``num_images``.  The defaults render what they always did.
     """
     if num_images < 1:
         raise UserError(f"--images must be at least 1, got {num_images}")
+    if faces not in FACE_PROFILES:
+        raise UserError(f"--faces must be one of {', '.join(FACE_PROFILES)}, got {faces!r}")
     image_rng(seed, "wider_train", 0)  # checks the seed before anything is written
     out = Path(out_dir)
-    sizes = split_sizes(num_images)
+    if celeba_images is None and landmark_faces is not None:
+        celeba_images = min(num_images, landmark_faces)
+    sizes = split_sizes(num_images, celeba_images, eval_images)
+    if sizes["celeba"] < 1 or (landmark_faces is not None and landmark_faces < sizes["celeba"]):
+        raise UserError(f"--landmark-faces ({landmark_faces}) must be at least the CelebA images rendered "
+                        f"({sizes['celeba']}), which must be at least 1")
     splits = {}
-    _, splits["wider_train"] = write_wider_split(out, seed, "wider_train", sizes["wider_train"], progress)
-    _, splits["wider_val"] = write_wider_split(out, seed, "wider_val", sizes["wider_val"], progress)
-    _, splits["celeba"] = write_celeba_set(out, seed, sizes["celeba"], progress)
+    _, splits["wider_train"] = write_wider_split(out, seed, "wider_train", sizes["wider_train"], progress, faces)
+    _, splits["wider_val"] = write_wider_split(out, seed, "wider_val", sizes["wider_val"], progress, faces)
+    _, splits["celeba"] = write_celeba_set(out, seed, sizes["celeba"], progress, landmark_faces)
     _, splits["fddb"] = write_fddb_set(out, seed, sizes["fddb"], progress)
     paths = synthetic_paths(out)
     summary = {
@@ -98,6 +115,8 @@ def make_synthetic(out_dir: str | Path, num_images: int = 200, seed: int = 0, pr
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "images": num_images,
+        **({"faces": faces} if faces != "demo" else {}),
+        **({"landmark_faces": landmark_faces} if landmark_faces is not None else {}),
         "jpeg_quality": JPEG_QUALITY,
         "splits": splits,
         # Relative to the set's folder, so the summary does not change when the folder moves.

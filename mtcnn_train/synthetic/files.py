@@ -14,7 +14,8 @@ from mtcnn_train.datasets.wider import wider_paths, write_wider
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import save_image
 from mtcnn_train.synthetic.scenes import RenderedImage, render_image
-from mtcnn_train.synthetic.styles import CELEBA_STYLE, FDDB_STYLE, WIDER_EVENTS
+from mtcnn_train.synthetic.styles import (CELEBA_STYLE, FDDB_STYLE, WIDER_EVENTS, WIDER_PROFILE_EVENT, WIDER_PROFILE_SIZE,
+                                          WIDER_PROFILE_STYLE)
 
 JPEG_QUALITY = 90
 #: One random stream per (seed, split, index): the split codes keep the streams apart.
@@ -34,13 +35,26 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 # The four sets
 
 
-def wider_image(seed: int, split: str, index: int) -> tuple[str, np.ndarray, RenderedImage]:
-    """Render WIDER image ``index`` of ``split`` (``wider_train`` or ``wider_val``): (name, image, truth)."""
+#: ``make-synthetic --faces``: the small demo scenes, or WIDER train's face count and sizes.
+FACE_PROFILES = ("demo", "wider")
+
+
+def wider_image(seed: int, split: str, index: int, faces: str = "demo") -> tuple[str, np.ndarray, RenderedImage]:
+    """Render WIDER image ``index`` of ``split`` (``wider_train`` or ``wider_val``): (name, image, truth).
+
+    ``faces="wider"``: WIDER's face count and size distribution on WIDER-sized images
+    (:data:`~mtcnn_train.synthetic.styles.WIDER_PROFILE_STYLE`) instead of the demo's events."""
     rng = image_rng(seed, split, index)
-    events = sorted(WIDER_EVENTS)
-    event = events[int(rng.integers(len(events)))]
-    width, height = int(rng.integers(320, 641)), int(rng.integers(320, 641))
-    image, truth = render_image(rng, width, height, WIDER_EVENTS[event])
+    if faces == "wider":
+        event, style = WIDER_PROFILE_EVENT, WIDER_PROFILE_STYLE
+        width, (low, high) = WIDER_PROFILE_SIZE
+        height = int(rng.integers(low, high + 1))
+    else:
+        events = sorted(WIDER_EVENTS)
+        event = events[int(rng.integers(len(events)))]
+        style = WIDER_EVENTS[event]
+        width, height = int(rng.integers(320, 641)), int(rng.integers(320, 641))
+    image, truth = render_image(rng, width, height, style)
     number, label = event.split("--", 1)
     return f"{event}/{number}_{label}_{index:05d}.jpg", image, truth
 
@@ -97,11 +111,12 @@ def _split_stats(truths: list[RenderedImage]) -> dict:
     }
 
 
-def write_wider_split(out: Path, seed: int, split: str, count: int, progress: bool) -> tuple[list[FaceRecord], dict]:
+def write_wider_split(out: Path, seed: int, split: str, count: int, progress: bool,
+                      faces: str = "demo") -> tuple[list[FaceRecord], dict]:
     annotation_file, images_root = wider_paths(out / "wider", split.split("_")[1])
     records, truths = [], []
     for index in _progress(range(count), f"synthetic {split}", progress):
-        name, image, truth = wider_image(seed, split, index)
+        name, image, truth = wider_image(seed, split, index, faces)
         save_image(images_root / name, image, quality=JPEG_QUALITY)
         records.append(truth.record(images_root / name, name, landmarks=True))
         truths.append(truth)
@@ -109,7 +124,17 @@ def write_wider_split(out: Path, seed: int, split: str, count: int, progress: bo
     return records, _split_stats(truths)
 
 
-def write_celeba_set(out: Path, seed: int, count: int, progress: bool) -> tuple[list[FaceRecord], dict]:
+def write_celeba_set(out: Path, seed: int, count: int, progress: bool,
+                     faces: int | None = None) -> tuple[list[FaceRecord], dict]:
+    """Render ``count`` CelebA-style images; ``faces`` (default ``count``) list entries.
+
+    More entries than images reuse the rendered images in turn: entry ``k >= count`` is a hard
+    link ``<k>.jpg`` to image ``k % count`` (a copy where the file system has no links), with that
+    image's box and landmarks, so the list has ``faces`` distinct names (CelebA's 202,599 faces
+    cost a few thousand renders and no extra image disk)."""
+    import os
+    import shutil
+
     paths = synthetic_paths(out)
     records, truths = [], []
     for index in _progress(range(count), "synthetic celeba", progress):
@@ -117,8 +142,22 @@ def write_celeba_set(out: Path, seed: int, count: int, progress: bool) -> tuple[
         save_image(paths["celeba_images"] / name, image, quality=JPEG_QUALITY)
         records.append(truth.record(paths["celeba_images"] / name, name, landmarks=True))
         truths.append(truth)
+    stats = _split_stats(truths)
+    rendered = list(zip(records, truths))
+    for index in _progress(range(count, faces or count), "celeba reuse", progress):
+        first, truth = rendered[index % count]
+        name = f"{index + 1:06d}.jpg"
+        target = paths["celeba_images"] / name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(first.image_path, target)
+        except OSError:
+            shutil.copyfile(first.image_path, target)
+        records.append(truth.record(target, name, landmarks=True))
     write_celeba(records, paths["celeba_landmarks"].parent)
-    return records, _split_stats(truths)
+    if len(records) > count:
+        stats.update({"faces": len(records), "rendered_images": count, "list_entries": len(records)})
+    return records, stats
 
 
 def fddb_fold_of(index: int, count: int) -> int:

@@ -153,13 +153,21 @@ def _place_faces(rng: np.random.Generator, width: int, height: int, style: Scene
                  landmark_decimals: int) -> list[tuple[FaceSpec, FaceGeometry]]:
     """Choose the faces of an image: sizes, poses, positions; no face touches another face's box."""
     faces: list[tuple[FaceSpec, FaceGeometry]] = []
-    count = int_range(rng, style.face_count)
+    if style.count_lognormal is None:
+        count = int_range(rng, style.face_count)
+    else:
+        median, sigma, most = style.count_lognormal
+        count = int(np.clip(round(median * math.exp(sigma * rng.standard_normal())), 1, most))
     for _ in range(count):
         roll = math.radians(float(np.clip(rng.normal(0, style.roll_sd_deg), -30, 30)))
         yaw = float(np.clip(rng.normal(0, style.yaw_sd), -0.9, 0.9))
         if style.centred:
             short = min(width, height)
             width_range = (0.3 * short, 0.55 * short)
+        elif style.width_lognormal is not None:
+            median, sigma = style.width_lognormal
+            drawn = float(np.clip(median * math.exp(sigma * rng.standard_normal()), MIN_FACE, MAX_FACE))
+            width_range = (drawn, drawn)
         else:
             width_range = (max(style.face_width[0], MIN_FACE), min(style.face_width[1], MAX_FACE))
         w, h = sample_face_size(rng, width_range, roll, yaw, max_w=0.55 * width, max_h=0.8 * height)

@@ -251,26 +251,63 @@ def test_validation_images_are_never_sampled(small_config, synthetic_data, tmp_p
     assert {WIDER_PREFIX + name for name in train} >= {n for n in used if n.startswith(WIDER_PREFIX)}
 
 
-def test_parts_made_apart_merge_into_one_set(small_config, tmp_path, small_units, cli_runner):
-    whole = generate_samples(small_config(), tmp_path / "whole", progress=False)
-    parts = [generate_samples(small_config(), tmp_path / f"part{i}", num_shards=2, shard_index=i, progress=False)
-             for i in range(2)]
-    # Seeds are per image, so the parts' candidates are exactly the whole run's candidates.
-    for name in whole.available:
-        assert sum(p.available[name] for p in parts) == whole.available[name]
+def sample_arrays_by_name(directory: Path) -> dict[str, np.ndarray]:
+    """Every array of a finished set, ``sources`` as the image names they index."""
+    sample_set = SampleSet.open(directory)
+    arrays = sample_set.arrays()
+    arrays["sources"] = np.array([sample_set.manifests[0]["images"][i] for i in arrays["sources"]])
+    return arrays
+
+
+def assert_same_sets(merged: Path, whole: Path) -> None:
+    a, b = sample_arrays_by_name(merged), sample_arrays_by_name(whole)
+    assert sorted(a) == sorted(b)
+    for key in b:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (merged, whole))
+    for key in ("images", "split", "counts", "available", "targets", "input_counts", "ratio_used", "image_sources"):
+        assert ma[key] == mb[key], key
+
+
+@pytest.mark.parametrize("num_shards", [2, 3])
+def test_parts_merge_into_the_set_one_run_makes(small_config, tmp_path, small_units, cli_runner, num_shards):
+    generate_samples(small_config(), tmp_path / "whole", progress=False)
+    parts = [generate_samples(small_config(), tmp_path / f"part{i}", num_shards=num_shards, shard_index=i,
+                              progress=False) for i in range(num_shards)]
+    assert all(p.part == (i, num_shards) and "kept for samples merge" in p.summary() for i, p in enumerate(parts))
+    # A part is not a sample set: training (and merging a part alone) refuses it in one line.
+    with pytest.raises(UserError, match="run samples merge"):
+        SampleSet.open(tmp_path / "part0")
+    result = cli_runner("samples", "merge", tmp_path / "alone", tmp_path / "part0")
+    assert result.returncode != 0 and "needs the" in result.stderr
+    # Any order of the parts on the command line gives the same set: the one of the whole run.
+    result = cli_runner("samples", "merge", tmp_path / "merged", *[tmp_path / f"part{i}" for i in
+                                                                  reversed(range(num_shards))])
+    assert result.returncode == 0, result.stderr
+    assert_same_sets(tmp_path / "merged", tmp_path / "whole")
+    # A part cut again is already complete (its fingerprint holds the part).
+    again = generate_samples(small_config(), tmp_path / "part1", num_shards=num_shards, shard_index=1, progress=False)
+    assert again.already_complete and again.part == (1, num_shards)
+
+
+def test_mined_parts_merge_into_the_set_one_run_makes(small_config, tmp_path, small_units, cli_runner):
+    from tests.random_nets import save_random_run
+
+    weights = save_random_run(tmp_path / "nets")
+    # Random nets pass most windows: a larger minimum face and high thresholds keep mining small.
+    cfg = small_config("detection.device=cpu", "detection.min_face_size=40", "sampling.mining_thresholds=[0.9,0.2]",
+                       "sampling.mining_negatives_per_image=5", "sampling.mining_base_crops=true")
+    whole = generate_samples(cfg, tmp_path / "whole", "rnet", weights, progress=False)
+    assert whole.mining and whole.counts["negative"] > 0
+    for i in range(2):
+        generate_samples(cfg, tmp_path / f"part{i}", "rnet", weights, num_shards=2, shard_index=i, progress=False)
     result = cli_runner("samples", "merge", tmp_path / "merged", tmp_path / "part0", tmp_path / "part1")
     assert result.returncode == 0, result.stderr
-    merged = SampleSet.open(tmp_path / "merged")
-    assert len(merged) == sum(sum(p.counts.values()) for p in parts)
-    manifest = merged.manifests[0]
-    arrays = merged.arrays()
-    part0 = SampleSet.open(tmp_path / "part0")
-    n0 = len(part0)
-    # Sources still name the right images after merging.
-    names = [manifest["images"][s] for s in arrays["sources"]]
-    names0 = [part0.manifests[0]["images"][s] for s in part0.arrays()["sources"]]
-    assert names[:n0] == names0
-    assert np.array_equal(arrays["images"][:n0], part0.arrays()["images"])
+    assert_same_sets(tmp_path / "merged", tmp_path / "whole")
+    mined = [json.loads((tmp_path / d / "manifest.json").read_text())["mining"] for d in ("merged", "whole")]
+    assert mined[0]["composition"] == mined[1]["composition"]
+    assert mined[0]["negatives_over_cap"] == mined[1]["negatives_over_cap"]
 
 
 def test_cli_gen_samples_and_inspect(synthetic_data, tmp_path, cli_runner):

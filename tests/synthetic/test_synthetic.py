@@ -236,3 +236,23 @@ def test_cli_refuses_a_foreign_non_empty_folder(cli_runner, tmp_path):
     forced = cli_runner("make-synthetic", out, "--images", "1", "--force")
     assert forced.returncode == 0, forced.stderr
     assert (out / "notes.txt").read_text() == "mine" and (out / "summary.json").is_file()
+
+
+def test_full_size_simulation_options(tmp_path):
+    """--faces wider (WIDER's face count and sizes) and --landmark-faces reusing rendered images."""
+    out = tmp_path / "full"
+    summary = synthetic.make_synthetic(out, num_images=12, seed=0, faces="wider", landmark_faces=30,
+                                       celeba_images=4, eval_images=2)
+    paths = synthetic.synthetic_paths(out)
+    wider = read_wider(*wider_paths(out / "wider", "train"))
+    assert len(wider) == 12 and summary["splits"]["wider_val"]["images"] == 1
+    assert all(load_image(r.image_path).shape[1] == 1024 for r in wider[:2])
+    counts = [r.num_faces for r in wider]
+    assert min(counts) >= 1 and np.mean(counts) > 4  # the demo scenes hold 0 to 8
+    records = read_landmarks(paths["celeba_landmarks"])
+    assert len(records) == 30 and summary["splits"]["celeba"]["faces"] == 30
+    assert len({r.name for r in records}) == 30
+    # Entry k reuses rendered image k % 4: the same pixels, box and landmarks, its own name.
+    assert records[5].image_path.samefile(records[1].image_path) and records[5].name != records[1].name
+    assert np.array_equal(records[5].landmarks, records[1].landmarks)
+    assert len(list(paths["celeba_images"].iterdir())) == 30
