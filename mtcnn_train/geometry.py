@@ -7,6 +7,7 @@ noted; NMS uses torchvision-free batched code so it runs on CPU and CUDA alike.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -64,11 +65,16 @@ def _pair_overlap(boxes: torch.Tensor, first: torch.Tensor, second: torch.Tensor
 
 
 #: Candidate pairs examined per chunk when searching for overlapping boxes (bounds memory).
-_PAIR_CHUNK = 1 << 22
+_PAIR_CHUNK = 1 << 20
 
 
-def _x_overlapping_pairs(boxes: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All index pairs of boxes of the same group whose x-extents overlap with positive width.
+def _x_overlapping_pairs(boxes: torch.Tensor, groups: torch.Tensor | None,
+                         keep: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """All index pairs of boxes of the same group whose x-extents overlap with positive width
+    (and, with ``keep``, for which ``keep(first, second)`` is true: applied chunk by chunk, so the
+    x-overlapping pairs never exist all at once -- on a large image at a low threshold they number
+    tens of millions, a gigabyte as index tensors).
 
     A sweep instead of an ``N x N`` matrix: sorted by ``x1``, box ``b`` overlaps box ``a`` in x
     (and comes after it) exactly when ``x1_a <= x1_b < x2_a``, a contiguous run found with
@@ -106,8 +112,12 @@ def _x_overlapping_pairs(boxes: torch.Tensor, groups: torch.Tensor | None) -> tu
         first = position[lo_i:hi_i].repeat_interleave(c)
         run_start = torch.cumsum(c, 0) - c
         step = torch.arange(m, device=boxes.device) - run_start.repeat_interleave(c)
-        firsts.append(order[first])
-        seconds.append(order[first + 1 + step])
+        first, second = order[first], order[first + 1 + step]
+        if keep is not None:
+            kept = keep(first, second)
+            first, second = first[kept], second[kept]
+        firsts.append(first)
+        seconds.append(second)
     if not firsts:
         empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
         return empty, empty
@@ -132,9 +142,7 @@ def _greedy_nms(b: torch.Tensor, s: torch.Tensor, threshold: float, mode: str,
         same = ii == ii if groups is None else groups[ii] == groups[jj]
         first, second = ii[same], jj[same]
     else:
-        first, second = _x_overlapping_pairs(b, groups)
-        hit = _pair_overlap(b, first, second, mode) > threshold
-        first, second = first[hit], second[hit]
+        first, second = _x_overlapping_pairs(b, groups, lambda f, s: _pair_overlap(b, f, s, mode) > threshold)
     # In rank space: the higher-scoring box of each pair suppresses the other.
     ra, rb = rank[first], rank[second]
     hi = torch.minimum(ra, rb).cpu().numpy()

@@ -152,15 +152,19 @@ def refuse_duplicate_images(records: Iterable[FaceRecord]) -> None:
     Two entries are the same image when they resolve to the same file (``a/b.jpg`` and
     ``a//b.jpg`` too); records from several files (FDDB folds) are checked together.
     """
+    refuse_duplicate_entries((str(record.image_path), record.source, record.name) for record in records)
+
+
+def refuse_duplicate_entries(entries: Iterable[tuple[str, str, str]]) -> None:
+    """:func:`refuse_duplicate_images` over ``(image path, source, name)`` triples (a table's rows)."""
     first: dict[str, str] = {}
-    for record in records:
-        key = str(record.image_path)
-        earlier = first.setdefault(key, record.source)
-        if earlier != record.source:
-            path, line = location(record.source)
+    for key, source, name in entries:
+        earlier = first.setdefault(key, source)
+        if earlier != source:
+            path, line = location(source)
             earlier_path, earlier_line = location(earlier)
             where = f"on line {earlier_line}" if earlier_path == path and earlier_line else f"at {earlier}"
-            raise AnnotationError(path, line, f"image {record.name or key!r} is listed twice (also {where}); "
+            raise AnnotationError(path, line, f"image {name or key!r} is listed twice (also {where}); "
                                               "remove one of the entries")
 
 

@@ -29,8 +29,10 @@ Formats (``fmt``):
 """
 from __future__ import annotations
 
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,12 +42,13 @@ from mtcnn_train.datasets.annotation_text import (
     check_fields,
     format_number,
     is_number,
+    location,
     looks_numeric,
     parse_count,
     parse_flag,
     parse_numbers,
     read_text_lines,
-    refuse_duplicate_images,
+    refuse_duplicate_entries,
 )
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError, ImageError
@@ -160,8 +163,8 @@ def detect_landmark_format(list_file: str | Path) -> str:
 # CelebA
 
 
-def _read_celeba_table(path: Path, value_names: tuple[str, ...]) -> list[tuple[int, str, np.ndarray]]:
-    """A CelebA list: count line, header line, then ``name v1 ... vk`` rows -> (line, name, values)."""
+def _read_celeba_table(path: Path, value_names: tuple[str, ...]) -> tuple[list[int], list[str], np.ndarray]:
+    """A CelebA list: count line, header line, then ``name v1 ... vk`` rows -> (lines, names, values (N, k))."""
     lines = read_text_lines(path)
     head = _first_lines(lines, 2)
     if len(head) < 2:
@@ -171,17 +174,19 @@ def _read_celeba_table(path: Path, value_names: tuple[str, ...]) -> list[tuple[i
     if any(is_number(t) for t in header.split()) or len(header.split()) not in (len(value_names), len(value_names) + 1):
         raise AnnotationError(path, header_line, f"expected a header line naming the {len(value_names)} columns "
                                                  f"({' '.join(value_names)}), got {header.strip()[:80]!r}")
-    rows = []
+    numbers, names, values = [], [], array("d")
     for number in range(header_line + 1, len(lines) + 1):
         fields = lines[number - 1].split()
         if not fields:
             continue
         check_fields(fields, 1 + len(value_names), path, number, "name " + " ".join(value_names))
-        rows.append((number, fields[0], parse_numbers(fields[1:], path, number, value_names)))
-    if len(rows) != count:
-        raise AnnotationError(path, count_line, f"count line says {count} images but the file lists {len(rows)}"
-                              + (" (truncated file?)" if len(rows) < count else ""))
-    return rows
+        values.extend(parse_numbers(fields[1:], path, number, value_names).tolist())
+        numbers.append(number)
+        names.append(fields[0])
+    if len(names) != count:
+        raise AnnotationError(path, count_line, f"count line says {count} images but the file lists {len(names)}"
+                              + (" (truncated file?)" if len(names) < count else ""))
+    return numbers, names, np.frombuffer(values, np.float64).reshape(len(names), len(value_names))
 
 
 def _celeba_images_root(list_path: Path, fmt: str) -> Path:
@@ -196,33 +201,32 @@ def _celeba_images_root(list_path: Path, fmt: str) -> Path:
     return candidates[1] if list_path.parent.name.lower() == "anno" else candidates[0]
 
 
-def _read_celeba(path: Path, images_root: Path, aligned: bool) -> list[FaceRecord]:
-    landmark_rows = _read_celeba_table(path, _POINT_NAMES)
-    boxes_by_name: dict[str, np.ndarray] = {}
+def _read_celeba(path: Path, images_root: Path, aligned: bool) -> LandmarkTable:
+    numbers, names, points = _read_celeba_table(path, _POINT_NAMES)
+    row_of_name: dict[str, int] = {}
     bbox_path = path.parent / CELEBA_BBOX_FILE
     if not aligned:
         if not bbox_path.is_file():
             raise AnnotationError(path, None, f"CelebA in-the-wild needs {CELEBA_BBOX_FILE} beside the landmark "
                                               "list (for aligned crops use the celeba-aligned format)")
-        for number, name, (x, y, w, h) in _read_celeba_table(bbox_path, ("x_1", "y_1", "width", "height")):
+        box_numbers, box_names, box_values = _read_celeba_table(bbox_path, ("x_1", "y_1", "width", "height"))
+        for row, (number, name, (x, y, w, h)) in enumerate(zip(box_numbers, box_names, box_values)):
             if w < 0 or h < 0:
                 raise AnnotationError(bbox_path, number, f"negative box size (width {w:g}, height {h:g})")
-            if name in boxes_by_name:
+            if row_of_name.setdefault(name, row) != row:
                 raise AnnotationError(bbox_path, number, f"image {name!r} is listed twice")
-            boxes_by_name[name] = np.array([x, y, x + w, y + h])
+        boxes = np.concatenate([box_values[:, :2], box_values[:, :2] + box_values[:, 2:]], axis=1)
     resolve = ImagePathResolver(images_root, path)
-    records = []
-    for number, name, values in landmark_rows:
-        points = values.reshape(1, 5, 2)
+    table = LandmarkTableBuilder()
+    for row, (number, name) in enumerate(zip(numbers, names)):
         if aligned:
-            box = box_from_landmarks(points)
-        elif name in boxes_by_name:
-            box = boxes_by_name[name]
+            box = box_from_landmarks(points[row])[0]
+        elif name in row_of_name:
+            box = boxes[row_of_name[name]]
         else:
             raise AnnotationError(path, number, f"image {name!r} has no box in {bbox_path}")
-        records.append(FaceRecord(image_path=resolve(name, number), boxes=box,
-                                  landmarks=points, name=name, source=f"{path}:{number}"))
-    return records
+        table.add(resolve(name, number), name, path, number, box, points[row])
+    return table.build()
 
 
 def _celeba_line(name: str, values: Iterable[float]) -> str:
@@ -265,18 +269,17 @@ def _data_lines(path: Path) -> Iterable[tuple[int, list[str]]]:
             yield number, fields
 
 
-def _read_lfw_net(path: Path, images_root: Path) -> list[FaceRecord]:
+def _read_lfw_net(path: Path, images_root: Path) -> LandmarkTable:
     resolve = ImagePathResolver(images_root, path)
-    records = []
+    table = LandmarkTableBuilder()
     for number, fields in _data_lines(path):
         check_fields(fields, 15, path, number, "path left right top bottom x1 y1 ... x5 y5")
         left, right, top, bottom = parse_numbers(fields[1:5], path, number, _LFW_BOX_NAMES)
         box = np.array([left, top, right, bottom])
         check_box_size(box, path, number)
-        points = parse_numbers(fields[5:], path, number, _POINT_NAMES).reshape(1, 5, 2)
-        records.append(FaceRecord(image_path=resolve(fields[0], number), boxes=box,
-                                  landmarks=points, name=fields[0], source=f"{path}:{number}"))
-    return records
+        points = parse_numbers(fields[5:], path, number, _POINT_NAMES)
+        table.add(resolve(fields[0], number), fields[0], path, number, box, points)
+    return table.build()
 
 
 def _mtfl_image_box(image_path: Path, default_size: tuple[int, int] | None, path: Path, number: int) -> np.ndarray:
@@ -292,9 +295,9 @@ def _mtfl_image_box(image_path: Path, default_size: tuple[int, int] | None, path
     return np.array([0.0, 0.0, width, height])
 
 
-def _read_mtfl(path: Path, images_root: Path, default_size: tuple[int, int] | None) -> list[FaceRecord]:
+def _read_mtfl(path: Path, images_root: Path, default_size: tuple[int, int] | None) -> LandmarkTable:
     resolve = ImagePathResolver(images_root, path)
-    records = []
+    table = LandmarkTableBuilder()
     for number, fields in _data_lines(path):
         if len(fields) not in (11, 15):
             raise AnnotationError(path, number, f"expected 11 fields (path x1..x5 y1..y5) or 15 (official MTFL: "
@@ -305,11 +308,10 @@ def _read_mtfl(path: Path, images_root: Path, default_size: tuple[int, int] | No
         if len(fields) == 11:  # a face crop: the crop is the box
             box, flags = _mtfl_image_box(image_path, default_size, path, number), {}
         else:  # a whole photo: the box comes from the landmarks
-            box = box_from_landmarks(points)
-            flags = {name: [parse_flag(tok, path, number, name)] for name, tok in zip(MTFL_ATTRIBUTES, fields[11:])}
-        records.append(FaceRecord(image_path=image_path, boxes=box, landmarks=points, flags=flags, name=fields[0],
-                                  source=f"{path}:{number}"))
-    return records
+            box = box_from_landmarks(points)[0]
+            flags = {name: parse_flag(tok, path, number, name) for name, tok in zip(MTFL_ATTRIBUTES, fields[11:])}
+        table.add(image_path, fields[0], path, number, box, points, flags)
+    return table.build()
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +332,16 @@ def read_landmarks(list_file: str | Path, images_root: str | Path | None = None,
             MTFL files: the crop side is about 4.9 eye-mouth distances in the training list and
             3.1 in the AFLW test list, against 2.44 for the boxes the cascade hands to O-Net), so
             this gives boxes framed like the detector's.
+
+    :func:`read_landmark_table` reads the same list into arrays (what a sample run holds).
     """
+    return read_landmark_table(list_file, images_root, fmt, default_size=default_size,
+                               derive_boxes=derive_boxes).records()
+
+
+def read_landmark_table(list_file: str | Path, images_root: str | Path | None = None, fmt: str = "auto", *,
+                        default_size: tuple[int, int] | None = None, derive_boxes: bool = False) -> LandmarkTable:
+    """:func:`read_landmarks` into a :class:`LandmarkTable` (about 150 bytes a face instead of 2.3 KB)."""
     path = Path(list_file)
     if fmt == "auto":
         fmt = detect_landmark_format(path)
@@ -341,13 +352,157 @@ def read_landmarks(list_file: str | Path, images_root: str | Path | None = None,
     else:
         root = Path(images_root)
     if fmt in CELEBA_IMAGE_FOLDERS:
-        records = _read_celeba(path, root, aligned=fmt == "celeba-aligned")
+        table = _read_celeba(path, root, aligned=fmt == "celeba-aligned")
     elif fmt == "lfw-net":
-        records = _read_lfw_net(path, root)
+        table = _read_lfw_net(path, root)
     else:
-        records = _read_mtfl(path, root, default_size)
-    refuse_duplicate_images(records)
+        table = _read_mtfl(path, root, default_size)
+    refuse_duplicate_entries((str(table.image_path(row)), table.source(row), table.names[row])
+                             for row in range(len(table)))
     if derive_boxes:
+        table.boxes = box_from_landmarks(table.landmarks).astype(np.float32)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# The list as arrays
+
+
+@dataclass
+class LandmarkTable:
+    """A landmark list held as arrays, one face per row; rows become :class:`FaceRecord` on demand.
+
+    A FaceRecord per face costs about 2.3 KB (a Path, three small arrays, a flags dict, two
+    strings); CelebA's 202,599 faces would hold about 450 MB for the whole of a sample run.  Here a
+    face costs its numbers, its file name and its name (about 150 bytes), and a sample run builds
+    the records of one work unit at a time (:meth:`take`, :meth:`record`).
+
+    Attributes:
+        folders: the distinct image folders; ``folder_index`` (N,) picks each row's.
+        files: each row's file name in its folder.
+        names: each row's name as the list spells it (:attr:`FaceRecord.name`).
+        list_files: the distinct list files; ``list_index`` (N,) and ``lines`` (N,) give each
+            row's ``file:line`` (:attr:`FaceRecord.source`; line 0: the source is the file entry alone).
+        boxes: ``(N, 4)`` float32; landmarks: ``(N, 5, 2)`` float32; flags: name -> ``(N,)`` int32,
+            always with ``invalid``.
+    """
+
+    folders: list[str]
+    folder_index: np.ndarray
+    files: list[str]
+    names: list[str]
+    list_files: list[str]
+    list_index: np.ndarray
+    lines: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    flags: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image_path(self, row: int) -> Path:
+        return Path(self.folders[self.folder_index[row]]) / self.files[row]
+
+    def source(self, row: int) -> str:
+        where = self.list_files[self.list_index[row]]
+        return f"{where}:{self.lines[row]}" if self.lines[row] else where
+
+    def key(self, row: int) -> str:
+        """:func:`~mtcnn_train.datasets.split.record_key` of the row's record, without building it."""
+        return self.names[row] or str(self.image_path(row))
+
+    def record(self, row: int) -> FaceRecord:
+        return FaceRecord(image_path=self.image_path(row), boxes=self.boxes[row:row + 1].copy(),
+                          landmarks=self.landmarks[row:row + 1].copy(),
+                          flags={k: v[row:row + 1].copy() for k, v in self.flags.items()},
+                          name=self.names[row], source=self.source(row))
+
+    def records(self) -> list[FaceRecord]:
+        return [self.record(row) for row in range(len(self))]
+
+    def __getitem__(self, row: int) -> FaceRecord:
+        if not -len(self) <= row < len(self):
+            raise IndexError(row)
+        return self.record(row % len(self))
+
+    def __iter__(self) -> Iterator[FaceRecord]:
+        return (self.record(row) for row in range(len(self)))
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> "LandmarkTable":
+        """The table of the given rows (arrays copied; the strings shared, not copied)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        return LandmarkTable(folders=self.folders, folder_index=self.folder_index[rows],
+                             files=[self.files[r] for r in rows], names=[self.names[r] for r in rows],
+                             list_files=self.list_files, list_index=self.list_index[rows], lines=self.lines[rows],
+                             boxes=self.boxes[rows], landmarks=self.landmarks[rows],
+                             flags={k: v[rows] for k, v in self.flags.items()})
+
+    @classmethod
+    def from_records(cls, records: Iterable[FaceRecord]) -> "LandmarkTable":
+        """A table of one-face records with landmarks (e.g. a box set's faces with five points).
+
+        Raises ValueError for a record that is not one face with landmarks: such a list stays a list."""
+        builder = LandmarkTableBuilder()
         for record in records:
-            record.boxes = box_from_landmarks(record.landmarks).astype(np.float32)
-    return records
+            if record.num_faces != 1 or record.landmarks is None:
+                raise ValueError(f"{record.source or record.image_path}: a landmark table row is one face with "
+                                 f"landmarks, got {record.num_faces} face(s)")
+            where, line = location(record.source)
+            builder.add(record.image_path, record.name, where, line or 0, record.boxes[0], record.landmarks[0],
+                        {k: int(v[0]) for k, v in record.flags.items()})
+        return builder.build()
+
+    @classmethod
+    def concat(cls, tables: Sequence["LandmarkTable"]) -> "LandmarkTable":
+        """The rows of several tables, in order."""
+        builder = LandmarkTableBuilder()
+        for table in tables:
+            for row in range(len(table)):
+                builder.add(table.image_path(row), table.names[row], table.list_files[table.list_index[row]],
+                            int(table.lines[row]), table.boxes[row], table.landmarks[row],
+                            {k: int(v[row]) for k, v in table.flags.items()})
+        return builder.build()
+
+
+class LandmarkTableBuilder:
+    """Rows appended one at a time into flat arrays (8 bytes a number while reading)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, int] = {}
+        self._list_files: dict[str, int] = {}
+        self.folder_index, self.list_index, self.lines = array("i"), array("i"), array("i")
+        self.files: list[str] = []
+        self.names: list[str] = []
+        self.boxes, self.points = array("d"), array("d")
+        self.flags: dict[str, array] = {}
+
+    def add(self, image_path: Path, name: str, list_file: str | Path, line: int, box: Sequence[float] | np.ndarray,
+            points: Sequence[float] | np.ndarray, flags: dict[str, int] | None = None) -> None:
+        image_path = Path(image_path)
+        row = len(self.files)
+        self.folder_index.append(self._folders.setdefault(str(image_path.parent), len(self._folders)))
+        file = image_path.name
+        self.files.append(name if file == name else file)  # share the string when they are equal
+        self.names.append(name)
+        self.list_index.append(self._list_files.setdefault(str(list_file), len(self._list_files)))
+        self.lines.append(int(line))
+        self.boxes.extend(np.asarray(box, np.float64).reshape(4).tolist())
+        self.points.extend(np.asarray(points, np.float64).reshape(10).tolist())
+        for flag, value in (flags or {}).items():
+            self.flags.setdefault(flag, array("i", [0]) * row).append(int(value))
+        for column in self.flags.values():  # flags a row did not give are 0
+            if len(column) == row:
+                column.append(0)
+
+    def build(self) -> LandmarkTable:
+        n = len(self.files)
+        flags = {k: np.frombuffer(v, np.int32).copy() for k, v in self.flags.items()}
+        flags.setdefault("invalid", np.zeros(n, np.int32))
+        return LandmarkTable(folders=list(self._folders), folder_index=np.frombuffer(self.folder_index, np.int32).copy(),
+                             files=self.files, names=self.names, list_files=list(self._list_files),
+                             list_index=np.frombuffer(self.list_index, np.int32).copy(),
+                             lines=np.frombuffer(self.lines, np.int32).copy(),
+                             boxes=np.frombuffer(self.boxes, np.float64).astype(np.float32).reshape(n, 4),
+                             landmarks=np.frombuffer(self.points, np.float64).astype(np.float32).reshape(n, 5, 2),
+                             flags=flags)

@@ -25,7 +25,12 @@ def record_key(record: FaceRecord) -> str:
 
 def record_group(record: FaceRecord) -> str:
     """The event (first folder of the name, e.g. ``1--Handshaking``); ``''`` for flat names."""
-    key = record_key(record).replace("\\", "/")
+    return key_group(record_key(record))
+
+
+def key_group(key: str) -> str:
+    """:func:`record_group` of a record whose :func:`record_key` is ``key``."""
+    key = key.replace("\\", "/")
     return key.split("/", 1)[0] if "/" in key else ""
 
 
@@ -55,11 +60,20 @@ def split_train_val(records: Sequence[Record], fraction: float, seed: int) -> tu
     name, so records sharing a name (the readers refuse such lists, but a caller may join
     several) always land on the same side.
     """
+    held_out = held_out_keys([record_key(r) for r in records], fraction, seed)
+    train = [r for r in records if record_key(r) not in held_out]
+    val = [r for r in records if record_key(r) in held_out]
+    return train, val
+
+
+def held_out_keys(keys: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The names :func:`split_train_val` holds out, given every record's :func:`record_key` (for
+    lists held as arrays, which have the names without building records)."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must lie in [0, 1), got {fraction}")
     groups: dict[str, dict[str, None]] = {}  # event -> its image names, an ordered set
-    for record in records:
-        groups.setdefault(record_group(record), {})[record_key(record)] = None
+    for key in keys:
+        groups.setdefault(key_group(key), {})[key] = None
     counts = _held_out_per_group({g: len(names) for g, names in groups.items()}, fraction)
     held_out: set[str] = set()
     for group, names in groups.items():
@@ -68,6 +82,4 @@ def split_train_val(records: Sequence[Record], fraction: float, seed: int) -> tu
         by_name = sorted(names)
         rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(group.encode("utf-8"))]))
         held_out.update(by_name[i] for i in rng.permutation(len(by_name))[:counts[group]])
-    train = [r for r in records if record_key(r) not in held_out]
-    val = [r for r in records if record_key(r) in held_out]
-    return train, val
+    return held_out

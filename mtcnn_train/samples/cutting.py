@@ -41,6 +41,38 @@ def process_wider_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str, n
     return concat_arrays(parts, size), stats
 
 
+#: Landmark faces cut in one call.  Each face's crops come from its own random stream, so the
+#: batch size changes nothing but the memory: a unit's 1,024 CelebA-sized photos decoded together
+#: held about 330 MB, 128 of them about 45 MB (docs/SCALING.md).
+LANDMARK_CUT_BATCH = 128
+
+
+def _cut_landmark_batch(batch: list[tuple[np.ndarray, smp.LandmarkPlan, int]], sampling, size: int,
+                        stats: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+    """The crops of decoded landmark faces ``(image, plan, source index)``, one part per face."""
+    if not batch:
+        return []
+    images, plans, sources = zip(*batch)
+    upright = sampling.landmark_max_rotation <= 0
+    cut = (imaging.crop_resize_many(list(images), [p.crops for p in plans], size) if upright else
+           [imaging.crop_rotated(image, p.crops, p.angles, size) for image, p in zip(images, plans)])
+    parts = []
+    for crops, plan, source_index in zip(cut, plans, sources):
+        crops = crops.copy()
+        crops[plan.mirrored] = crops[plan.mirrored][:, :, ::-1]
+        n = len(plan)
+        stats["crops"] += n
+        parts.append({
+            "images": crops,
+            "labels": np.full(n, LABEL_LANDMARK, np.int8),
+            "boxes": plan.boxes,
+            "landmarks": plan.landmarks,
+            "sources": np.full(n, source_index, np.int32),
+            "crops": plan.crops.astype(np.float32),
+        })
+    return parts
+
+
 def process_landmark_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Landmark crops of a unit of landmark faces; the small images are cut together."""
     stats = new_stats()
@@ -58,7 +90,8 @@ def process_landmark_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str
             stats["problems"].append({"image": name, "problem": "empty box or missing landmarks"})
             continue
         usable.append((seed_index, source_index, record, face, points))
-    images, plans, sources = [], [], []
+    parts: list[dict[str, np.ndarray]] = []
+    batch: list[tuple[np.ndarray, smp.LandmarkPlan, int]] = []
     loaded_images = load_ahead_once([item[2].image_path for item in usable])
     for (seed_index, source_index, record, face, points), loaded in zip(usable, loaded_images):
         name = record_key(record)
@@ -75,25 +108,10 @@ def process_landmark_unit(unit: WorkUnit, sampling, size: int) -> tuple[dict[str
                                        sampling.landmark_crops_per_face, bands, sampling.landmark_max_rotation)
         if len(plan) == 0:
             stats["landmark_faces_without_crops"] += 1
-        images.append(image)
-        plans.append(plan)
-        sources.append(source_index)
-    upright = sampling.landmark_max_rotation <= 0
-    cut = (imaging.crop_resize_many(images, [p.crops for p in plans], size) if upright else
-           [imaging.crop_rotated(image, p.crops, p.angles, size) for image, p in zip(images, plans)])
-    parts = []
-    for crops, plan, source_index in zip(cut, plans, sources):
-        crops = crops.copy()
-        crops[plan.mirrored] = crops[plan.mirrored][:, :, ::-1]
-        n = len(plan)
-        stats["crops"] += n
-        parts.append({
-            "images": crops,
-            "labels": np.full(n, LABEL_LANDMARK, np.int8),
-            "boxes": plan.boxes,
-            "landmarks": plan.landmarks,
-            "sources": np.full(n, source_index, np.int32),
-            "crops": plan.crops.astype(np.float32),
-        })
+        batch.append((image, plan, source_index))
+        if len(batch) == LANDMARK_CUT_BATCH:
+            parts += _cut_landmark_batch(batch, sampling, size, stats)
+            batch = []
+    parts += _cut_landmark_batch(batch, sampling, size, stats)
     return concat_arrays(parts, size), stats
 

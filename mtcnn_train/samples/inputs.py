@@ -11,16 +11,68 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from mtcnn_train.config import Config
+from mtcnn_train.datasets.landmarks import LandmarkTable
 from mtcnn_train.datasets.records import FaceRecord
-from mtcnn_train.datasets.split import record_key, split_train_val
+from mtcnn_train.datasets.split import held_out_keys, record_key, split_train_val
 from mtcnn_train.errors import UserError
 
 LANDMARK_BOX_RULES = ("auto", "file", "derived")
+
+
+@dataclass
+class LandmarkFaces:
+    """The landmark faces a run samples: ``positions`` (their places in the full list, which seed
+    their random crops) of ``rows``, a :class:`LandmarkTable` (CelebA-sized lists) or a list of
+    records (what a caller passed that is not one face with landmarks per record)."""
+
+    rows: LandmarkTable | list[FaceRecord] = field(default_factory=list)
+    positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, part: slice) -> "LandmarkFaces":
+        return LandmarkFaces(self.rows, self.positions[part])
+
+    def __iter__(self) -> Iterator[tuple[int, FaceRecord]]:
+        return ((int(p), self.rows[p]) for p in self.positions)
+
+    def keys(self) -> list[str]:
+        """:func:`record_key` of every face, without building records from a table."""
+        if isinstance(self.rows, LandmarkTable):
+            return [self.rows.key(p) for p in self.positions]
+        return [record_key(self.rows[p]) for p in self.positions]
+
+    def unit_items(self, part: slice, first_source: int) -> "UnitItems":
+        """The ``(seed index, source index, record)`` items of the faces ``part`` (a work unit)."""
+        positions = self.positions[part]
+        rows = (self.rows.take(positions) if isinstance(self.rows, LandmarkTable)
+                else [self.rows[p] for p in positions])
+        return UnitItems(rows, positions, first_source)
+
+
+@dataclass
+class UnitItems:
+    """A work unit's landmark faces, built into records only while the unit is cut (a unit holds
+    its rows' arrays, so the plan of a CelebA-sized run stays small)."""
+
+    rows: LandmarkTable | list[FaceRecord]
+    seed_indices: np.ndarray
+    first_source: int
+
+    def __len__(self) -> int:
+        return len(self.seed_indices)
+
+    def __getitem__(self, k: int) -> tuple[int, int, FaceRecord]:
+        return int(self.seed_indices[k]), self.first_source + k, self.rows[k]
+
+    def __iter__(self) -> Iterator[tuple[int, int, FaceRecord]]:
+        return (self[k] for k in range(len(self)))
 
 
 @dataclass
@@ -28,7 +80,7 @@ class SampleInputs:
     """What a run samples from.  Indices are positions in the full annotation / landmark lists."""
 
     wider: list[tuple[int, FaceRecord]] = field(default_factory=list)
-    landmarks: list[tuple[int, FaceRecord]] = field(default_factory=list)
+    landmarks: LandmarkFaces = field(default_factory=LandmarkFaces)
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
     #: Where each list came from, for the manifest.
@@ -52,21 +104,38 @@ def derive_landmark_boxes(rule: str, fmt: str) -> bool:
     return rule == "derived" or (rule == "auto" and fmt in ("mtfl", "celeba-aligned"))
 
 
-def read_landmark_list(cfg: Config) -> tuple[list[FaceRecord], dict[str, str]]:
+def read_landmark_list(cfg: Config) -> tuple[LandmarkTable, dict[str, str]]:
     """The configured landmark list (``data.landmarks``), boxed as ``sampling.landmark_boxes``
     says, and where it came from."""
-    from mtcnn_train.datasets.landmarks import read_landmarks
+    from mtcnn_train.datasets.landmarks import read_landmark_table
 
     path = cfg.resolve_path(cfg.data.landmarks)
     if not path.is_file():
         raise UserError(f"{path}: landmark list not found")
     fmt = _landmark_format(path, cfg.data.landmarks_format)
     derive = derive_landmark_boxes(cfg.sampling.landmark_boxes, fmt)
-    records = read_landmarks(path, fmt=fmt, derive_boxes=derive)
-    if not records:
+    records = read_landmark_table(path, fmt=fmt, derive_boxes=derive)
+    if not len(records):
         raise UserError(f"{path}: the landmark list holds no faces")
     return records, {"list": str(path), "format": fmt,
                      "boxes": "derived from the points" if derive else "from the file"}
+
+
+def _landmark_rows(own: LandmarkTable | list[FaceRecord],
+                   listed: LandmarkTable | Sequence[FaceRecord]) -> LandmarkTable | list[FaceRecord]:
+    """The box set's own landmark faces followed by the landmark list's, as one table when every
+    face is one face with landmarks (a caller's list of records may hold others, which the cutter
+    counts as unusable: those stay a list)."""
+    if not isinstance(listed, LandmarkTable):
+        try:
+            listed = LandmarkTable.from_records(listed)
+        except ValueError:
+            return list(own) + list(listed)
+    if not len(own):
+        return listed
+    if isinstance(own, LandmarkTable):
+        return LandmarkTable.concat([own, listed])
+    return list(own) + list(listed)
 
 
 def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
@@ -115,7 +184,7 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
 
                     for record in own:
                         record.boxes = box_from_landmarks(record.landmarks).astype(np.float32)
-                inputs.landmarks = list(enumerate(own))
+                inputs.landmarks = LandmarkFaces(LandmarkTable.from_records(own), np.arange(len(own)))
                 inputs.sources["landmarks"] = {"list": "the box set's faces with five landmarks", "format": "boxes",
                                                "boxes": "derived from the points" if derive else "from the file"}
     if landmark_records is None and data.landmarks:
@@ -126,12 +195,13 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
     if landmark_records is not None:
         # data.landmarks_val_fraction of the list's faces are held out of every sample set (the
         # landmark validation split); indices stay positions in the full list, so seeds do not move.
-        records = list(landmark_records)
-        _, val = split_train_val(records, data.landmarks_val_fraction, data.val_seed)
-        held_out = {id(r) for r in val}
-        own = [r for _, r in inputs.landmarks]
-        inputs.landmarks = [(i, r) for i, r in enumerate(own + records) if id(r) not in held_out]
-        inputs.sources.setdefault("landmarks", {})["val_faces"] = len(val)
+        rows = _landmark_rows(inputs.landmarks.rows, landmark_records)
+        own = len(inputs.landmarks)
+        keys = [rows.key(i) if isinstance(rows, LandmarkTable) else record_key(rows[i]) for i in range(len(rows))]
+        held_out = held_out_keys(keys[own:], data.landmarks_val_fraction, data.val_seed)
+        kept = [i for i, key in enumerate(keys) if i < own or key not in held_out]
+        inputs.landmarks = LandmarkFaces(rows, np.asarray(kept, np.int64))
+        inputs.sources.setdefault("landmarks", {})["val_faces"] = len(keys) - own - (len(kept) - own)
     if inputs.landmarks:
         inputs.sources.setdefault("landmarks", {})["faces"] = len(inputs.landmarks)
     if not inputs.wider and not inputs.landmarks:

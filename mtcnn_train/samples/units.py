@@ -48,11 +48,12 @@ COUNTERS = ("images", "landmark_faces", "images_unreadable", "images_converted",
 
 @dataclass
 class WorkUnit:
-    """A fixed group of images; ``items`` are ``(seed index, source index, record)``."""
+    """A fixed group of images; ``items`` are ``(seed index, source index, record)`` (for landmark
+    faces a :class:`~.inputs.UnitItems`, which builds the records as they are read)."""
 
     name: str
     kind: str  # "wider" | "landmarks"
-    items: list[tuple[int, int, FaceRecord]]
+    items: Sequence[tuple[int, int, FaceRecord]]
 
 
 def plan_units(inputs: SampleInputs, num_shards: int = 1, shard_index: int = 0) -> tuple[list[WorkUnit], list[str]]:
@@ -61,14 +62,15 @@ def plan_units(inputs: SampleInputs, num_shards: int = 1, shard_index: int = 0) 
         raise UserError(f"--shard-index must lie in [0, {num_shards}), got {shard_index}")
     wider = inputs.wider[shard_index::num_shards]
     landmarks = inputs.landmarks[shard_index::num_shards]
-    images = [WIDER_PREFIX + record_key(r) for _, r in wider] + [LANDMARK_PREFIX + record_key(r) for _, r in landmarks]
+    images = [WIDER_PREFIX + record_key(r) for _, r in wider] + [LANDMARK_PREFIX + key for key in landmarks.keys()]
     units = []
     for start in range(0, len(wider), WIDER_UNIT):
         items = [(seed_index, start + k, r) for k, (seed_index, r) in enumerate(wider[start:start + WIDER_UNIT])]
         units.append(WorkUnit(f"wider-{start // WIDER_UNIT:06d}", "wider", items))
     for start in range(0, len(landmarks), LANDMARK_UNIT):
-        chunk = landmarks[start:start + LANDMARK_UNIT]
-        items = [(seed_index, len(wider) + start + k, r) for k, (seed_index, r) in enumerate(chunk)]
+        # A landmark unit holds its faces' rows, not records: CelebA's 202,599 faces as records
+        # would cost about 450 MB for the whole run (docs/SCALING.md).
+        items = landmarks.unit_items(slice(start, start + LANDMARK_UNIT), len(wider) + start)
         units.append(WorkUnit(f"landmarks-{start // LANDMARK_UNIT:06d}", "landmarks", items))
     return units, images
 

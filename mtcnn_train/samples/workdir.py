@@ -20,6 +20,7 @@ from mtcnn_train.config import Config
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import fault_point
 from mtcnn_train.samples.cutting import process_landmark_unit, process_wider_unit
+from mtcnn_train.samples.heap import return_freed_memory
 from mtcnn_train.samples.mining import process_mining_unit
 from mtcnn_train.samples.shards import ARRAY_DTYPES, shard_stem
 from mtcnn_train.samples.units import WorkUnit
@@ -76,6 +77,8 @@ def run_unit(unit: WorkUnit, sampling, size: int, work_dir: str, mining: MiningJ
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"{work}: cannot write work unit {unit.name} ({exc.strerror or exc}); "
                         "free some space and run the same command again to resume") from None
+    del arrays
+    return_freed_memory()  # the unit's arrays and pyramids are gone: give their pages back (heap.py)
     stats["unit"] = unit.name
     stats["items"] = len(unit.items)
     stats["process"] = os.getpid()

@@ -80,6 +80,31 @@ def test_nms_hand_case_and_torch():
     assert g.nms(np.zeros((0, 4)), np.zeros(0), 0.5).shape == (0,)
 
 
+def test_nms_tests_overlaps_chunk_by_chunk_with_the_same_result(monkeypatch):
+    """A dense grid of windows (a P-Net level at a low threshold) has far more x-overlapping pairs
+    than overlapping ones; they are filtered chunk by chunk, so they never exist all at once.
+    Tiny chunks must give the same kept boxes and the same pairs as one big chunk."""
+    ys, xs = np.meshgrid(np.arange(0, 120, 2.0), np.arange(0, 120, 2.0), indexing="ij")
+    boxes = torch.from_numpy(np.stack([xs, ys, xs + 12, ys + 12], -1).reshape(-1, 4)).float()
+    scores = torch.from_numpy(np.random.default_rng(0).random(len(boxes))).float()
+    groups = torch.arange(len(boxes)) % 3
+    whole_pairs = g._x_overlapping_pairs(boxes, groups)
+    whole_keep = g.batched_nms(boxes, scores, groups, 0.3)
+    calls = []
+
+    def keep(first, second):
+        calls.append(len(first))
+        return g._pair_overlap(boxes, first, second, "union") > 0.3
+
+    monkeypatch.setattr(g, "_PAIR_CHUNK", 1000)
+    first, second = g._x_overlapping_pairs(boxes, groups, keep)
+    assert len(calls) > 10 and max(calls) < 1000 + 200  # many chunks, none much above the limit
+    hit = g._pair_overlap(boxes, *whole_pairs, "union") > 0.3
+    assert sorted(zip(first.tolist(), second.tolist())) == sorted(zip(whole_pairs[0][hit].tolist(),
+                                                                       whole_pairs[1][hit].tolist()))
+    assert g.batched_nms(boxes, scores, groups, 0.3).tolist() == whole_keep.tolist()
+
+
 def test_batched_nms_keeps_groups_apart():
     boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.0]])
     scores = torch.tensor([0.9, 0.8, 0.7])

@@ -246,3 +246,84 @@ def test_negative_celeba_box_names_the_bbox_file(tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown landmark format"):
         read_landmarks(write(tmp_path / "a.txt", MTFL), fmt="ibug")
+
+
+# --------------------------------------------------------------------------------------------
+# The list as arrays (what a sample run holds of CelebA's 202,599 faces)
+
+
+def test_table_rows_are_the_records_read_landmarks_gives(tmp_path):
+    from mtcnn_train.datasets.landmarks import LandmarkTable, read_landmark_table
+
+    lists = [make_celeba(tmp_path / "celeba"), write(tmp_path / "lfw" / "trainImageList.txt", LFW_NET),
+             write(tmp_path / "mtfl" / "training.txt", MTFL_OFFICIAL)]
+    for list_file in lists:
+        records = read_landmarks(list_file)
+        table = read_landmark_table(list_file)
+        assert len(table) == len(records)
+        for row, record in enumerate(records):
+            built = table.record(row)
+            assert (built.image_path, built.name, built.source) == (record.image_path, record.name, record.source)
+            assert table.key(row) == record.name
+            np.testing.assert_array_equal(built.boxes, record.boxes)
+            np.testing.assert_array_equal(built.landmarks, record.landmarks)
+            assert built.flags.keys() == record.flags.keys()
+            for flag in record.flags:
+                np.testing.assert_array_equal(built.flags[flag], record.flags[flag])
+        # from_records and concat give the same rows back; take picks rows in the order asked.
+        again = LandmarkTable.from_records(records)
+        both = LandmarkTable.concat([table, again])
+        assert len(both) == 2 * len(table)
+        for row in range(len(table)):
+            for copy in (again.record(row), both.record(row), both.record(len(table) + row)):
+                assert (copy.image_path, copy.name, copy.source) == (records[row].image_path, records[row].name,
+                                                                     records[row].source)
+                np.testing.assert_array_equal(copy.landmarks, records[row].landmarks)
+        picked = table.take([len(table) - 1, 0])
+        assert [r.name for r in picked] == [records[-1].name, records[0].name]
+    flagged = read_landmark_table(lists[2])
+    assert int(flagged.flags["pose"][0]) == 3 and int(flagged.flags["gender"][0]) == 1
+
+
+def test_a_record_from_the_table_is_its_own_copy(tmp_path):
+    from mtcnn_train.datasets.landmarks import read_landmark_table
+
+    table = read_landmark_table(make_celeba(tmp_path))
+    record = table.record(0)
+    record.boxes[0, 0] = -5
+    record.landmarks[0, 0, 0] = -5
+    assert table.boxes[0, 0] != -5 and table.landmarks[0, 0, 0] != -5
+
+
+def test_the_table_refuses_what_is_not_one_face_with_landmarks(tmp_path):
+    from mtcnn_train.datasets.landmarks import LandmarkTable
+
+    with pytest.raises(ValueError, match="one face with landmarks"):
+        LandmarkTable.from_records([FaceRecord(image_path=tmp_path / "a.jpg", boxes=[[0, 0, 10, 10]], source="x:3")])
+    two = FaceRecord(image_path=tmp_path / "a.jpg", boxes=np.zeros((2, 4)), landmarks=np.zeros((2, 5, 2)))
+    with pytest.raises(ValueError, match="2 face"):
+        LandmarkTable.from_records([two])
+
+
+def test_a_large_list_costs_a_small_fraction_of_its_records(tmp_path):
+    """The point of the table: CelebA's 202,599 faces as records hold about 450 MB (2.3 KB a
+    face, docs/SCALING.md); as a table a face costs its numbers and two short strings."""
+    import tracemalloc
+
+    from mtcnn_train.datasets.landmarks import read_landmark_table
+
+    faces = 20_000
+    rows = [f"img_{k:06d}.jpg 70 110 110 110 90 130 75 150 105 150" for k in range(faces)]
+    list_file = write(tmp_path / "list_landmarks_align_celeba.txt",
+                      "\n".join([str(faces), CELEBA_ALIGNED.splitlines()[1], *rows]) + "\n")
+    tracemalloc.start()
+    try:
+        table = read_landmark_table(list_file)
+        table_bytes = tracemalloc.get_traced_memory()[0]
+        records = table.records()
+        records_bytes = tracemalloc.get_traced_memory()[0] - table_bytes
+    finally:
+        tracemalloc.stop()
+    assert len(table) == len(records) == faces
+    assert table_bytes / faces < 300
+    assert records_bytes > 4 * table_bytes

@@ -63,3 +63,21 @@ def test_worker_count_follows_the_config_and_the_amount_of_work(monkeypatch):
     assert worker_count(0, units * 10) == 4  # never more than the cores
     landmarks = [WorkUnit("landmarks-000000", "landmarks", [(0, 0, None)] * 1024)]
     assert worker_count(0, landmarks) == 1  # landmark faces count a twentieth
+
+
+def test_freed_heap_memory_goes_back_only_while_one_thread_runs():
+    import threading
+
+    from mtcnn_train.samples.heap import _malloc_trim, return_freed_memory
+
+    if _malloc_trim() is None:
+        pytest.skip("not glibc: nothing to give back")
+    assert return_freed_memory() is (threading.active_count() == 1)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert return_freed_memory() is False
+    finally:
+        stop.set()
+        other.join()

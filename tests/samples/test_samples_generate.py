@@ -140,6 +140,21 @@ def test_same_seed_gives_byte_identical_sets_in_one_process_and_in_worker_proces
     assert set_files(tmp_path / "seed5")["shard-00000.crops.npy"] != files_one["shard-00000.crops.npy"]
 
 
+def test_landmark_faces_cut_in_small_batches_give_the_same_set(small_config, tmp_path, monkeypatch):
+    """A landmark unit is cut LANDMARK_CUT_BATCH faces at a time to bound its memory; every face
+    has its own random stream, so the batch size must not change a byte."""
+    from mtcnn_train.samples import cutting
+
+    whole = generate_samples(small_config(), tmp_path / "whole", progress=False)
+    monkeypatch.setattr(cutting, "LANDMARK_CUT_BATCH", 3)
+    batched = generate_samples(small_config(), tmp_path / "batched", progress=False)
+    assert whole.counts == batched.counts and whole.counts["landmark"] > 0
+    files_whole, files_batched = set_files(tmp_path / "whole"), set_files(tmp_path / "batched")
+    for name in files_whole:
+        if name.startswith("shard-"):
+            assert files_whole[name] == files_batched[name], name
+
+
 def test_an_interrupted_run_resumes_to_the_same_output(small_config, tmp_path, small_units, monkeypatch):
     cfg = small_config()
     generate_samples(cfg, tmp_path / "whole", progress=False)
