@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -85,36 +86,46 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> int:
     return n
 
 
-class _PythonWrites:
-    """A file that only has ``write``: numpy then writes through Python's file object, whose
-    errors carry the errno.  On a real file numpy's fast path (``tofile``) reports a full disk
-    as "691200 requested and 663424 written", without saying why."""
-
-    def __init__(self, fh: Any) -> None:
-        self.write = fh.write
+#: Samples gathered and written at a time within a shard.  A shard of 100,000 O-Net crops is
+#: 691 MB; gathered whole it set the peak memory of O-Net mining at full WIDER size (1,459 MiB
+#: against 791 MiB for a set of one partial shard, docs/SCALING.md).
+WRITE_ROWS = 8192
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """Write one ``.npy`` atomically; a full disk (or any write error) is a one-line UserError
-    naming the file, and leaves neither the file nor its temp file behind."""
+def write_shard(directory: str | Path, index: int, count: int, fetch: Callable[[int, int], dict[str, np.ndarray]],
+                extra: dict[str, Any] | None = None, rows_per_write: int | None = None) -> dict[str, Any]:
+    """Write one shard of ``count`` samples atomically, fetching rows ``start:stop`` of it with
+    ``fetch`` at most ``rows_per_write`` at a time (each array is streamed into its ``.npy`` after
+    the header); returns its manifest entry.  A write error is a one-line UserError naming the file:
+    the bytes go through Python's file object, whose errors carry the errno (numpy's own fast path
+    reports a full disk as "691200 requested and 663424 written", without saying why)."""
+    directory = Path(directory)
+    stem = shard_stem(index)
+    dtypes = {**ARRAY_DTYPES, **(extra or {})}
+    path = directory / stem
     try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(_PythonWrites(fh), np.ascontiguousarray(array), allow_pickle=False)
+        with ExitStack() as stack:
+            files = {}
+            for key in dtypes:
+                path = directory / f"{stem}.{key}.npy"
+                files[key] = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
+            step = rows_per_write or WRITE_ROWS
+            for start in range(0, max(count, 1), step):
+                stop = min(start + step, count)
+                arrays = fetch(start, stop)
+                if check_arrays(arrays) != stop - start:
+                    raise ValueError(f"fetched {len(arrays['labels'])} samples for rows {start}:{stop}")
+                for key, dtype in dtypes.items():
+                    path = directory / f"{stem}.{key}.npy"
+                    array = np.ascontiguousarray(arrays[key], dtype=dtype)
+                    if start == 0:  # the header of the whole shard, then every chunk's bytes after it
+                        np.lib.format.write_array_header_1_0(files[key], {
+                            "descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                            "shape": (count, *array.shape[1:])})
+                    files[key].write(memoryview(array).cast("B"))
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-
-
-def write_shard(directory: str | Path, index: int, arrays: dict[str, np.ndarray],
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write one shard's arrays atomically (and the ``extra`` arrays: key -> dtype); returns its
-    manifest entry."""
-    directory = Path(directory)
-    n = check_arrays(arrays)
-    stem = shard_stem(index)
-    for key, dtype in {**ARRAY_DTYPES, **(extra or {})}.items():
-        save_array(directory / f"{stem}.{key}.npy", arrays[key].astype(dtype, copy=False))
-    return {"stem": stem, "count": n}
+    return {"stem": stem, "count": count}
 
 
 def count_by_type(labels: np.ndarray) -> dict[str, int]:
@@ -134,9 +145,9 @@ def write_sample_set(directory: str | Path, arrays: dict[str, np.ndarray], manif
 def write_sample_chunks(directory: str | Path, labels: np.ndarray, crop_size: int,
                         chunk: Callable[[int, int], dict[str, np.ndarray]], manifest: dict[str, Any],
                         shard_size: int = 100_000, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """:func:`write_sample_set` with the samples fetched one shard at a time: ``chunk(start, stop)``
-    gives the arrays of samples ``start:stop`` (and the ``extra`` ones, key -> dtype), so no more
-    than one shard of crops is ever in memory; ``labels`` are all the samples' labels."""
+    """:func:`write_sample_set` with the samples fetched a few thousand at a time: ``chunk(start,
+    stop)`` gives the arrays of samples ``start:stop`` (and the ``extra`` ones, key -> dtype), so
+    at most :data:`WRITE_ROWS` crops are in memory at once; ``labels`` are all the samples' labels."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -147,8 +158,9 @@ def write_sample_chunks(directory: str | Path, labels: np.ndarray, crop_size: in
     # write fails half-way (a full disk), no manifest vouches for the mix of old and new shards.
     (directory / MANIFEST).unlink(missing_ok=True)
     shards = []
-    for index, start in enumerate(range(0, max(n, 1), shard_size)):
-        shards.append(write_shard(directory, index, chunk(start, min(start + shard_size, n)), extra))
+    for index, first in enumerate(range(0, max(n, 1), shard_size)):
+        shards.append(write_shard(directory, index, min(first + shard_size, n) - first,
+                                  lambda start, stop, first=first: chunk(first + start, first + stop), extra))
     manifest = dict(manifest)
     manifest.update({
         "format_version": FORMAT_VERSION,

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtcnn_train.errors import UserError
+from mtcnn_train.samples import shards
 from mtcnn_train.samples.shards import ARRAY_DTYPES, MANIFEST, SampleSet, empty_arrays, write_sample_set
 from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
@@ -45,9 +46,10 @@ SHARD_SIZE = 10  # three shards: 18 array files, then the manifest
 
 
 class FillingDisk:
-    """Stands in for the file system under ``np.save`` and ``Path.write_bytes``: after ``budget``
-    bytes, or at the start of file number ``fail_on_file`` (1-based), a write raises ENOSPC
-    after writing what still fits, as a real full disk does."""
+    """Stands in for the file system under the shard writer's files, ``np.save`` and
+    ``Path.write_bytes``: after ``budget`` bytes, or from the first write into file number
+    ``fail_on_file`` (1-based, files counted by their first write), a write raises ENOSPC after
+    writing what still fits, as a real full disk does."""
 
     def __init__(self, budget: int | None = None, fail_on_file: int | None = None) -> None:
         self.left = budget
@@ -55,8 +57,9 @@ class FillingDisk:
         self.files = 0
         self.written = 0
 
-    def write(self, fh, data: bytes) -> None:
-        self.files += 1
+    def write(self, fh, data: bytes, new_file: bool = True) -> None:
+        data = bytes(data)
+        self.files += new_file
         fits = len(data) if self.left is None else min(len(data), self.left)
         if self.fail_on_file is not None and self.files >= self.fail_on_file:
             fits = 0
@@ -79,8 +82,28 @@ class FillingDisk:
             with open(path, "wb") as fh:
                 self.write(fh, bytes(data))
 
+        disk = self
+
+        class RealWrites:
+            def __init__(self, file: io.FileIO) -> None:
+                self.write = lambda chunk: io.FileIO.write(file, chunk)
+
+        class FillingFile(io.FileIO):
+            """A file whose writes (the shard writer's header and chunks) go through the disk."""
+
+            started = False
+
+            def write(self, data) -> int:
+                disk.write(RealWrites(self), data, new_file=not self.started)
+                self.started = True
+                return len(bytes(data))
+
+        def open_filling(path, mode="r", *args, **kwargs):
+            return FillingFile(path, mode.replace("b", "")) if "w" in mode else open(path, mode, *args, **kwargs)
+
         monkeypatch.setattr(np, "save", save)
         monkeypatch.setattr(Path, "write_bytes", write_bytes)
+        monkeypatch.setattr(shards, "open", open_filling, raising=False)  # the shard writer's files
         return self
 
 

@@ -35,6 +35,29 @@ def test_sample_set_roundtrip_several_shards_and_folders(tmp_path):
     assert sum(both.counts().values()) == 32
 
 
+def test_shards_stream_in_chunks_into_the_files_numpy_writes(tmp_path, monkeypatch):
+    """A shard is gathered and written a few thousand rows at a time (an O-Net shard whole is
+    691 MB); the files are the ones ``np.save`` writes of the whole arrays, byte for byte."""
+    from mtcnn_train.samples import shards
+
+    arrays = _arrays(25)
+    monkeypatch.setattr(shards, "WRITE_ROWS", 4)  # shards of 10 rows: chunks of 4, 4 and 2
+    fetched = []
+    original = shards.write_shard
+
+    def counting(directory, index, count, fetch, *args, **kwargs):
+        return original(directory, index, count, lambda a, b: fetched.append(b - a) or fetch(a, b), *args, **kwargs)
+
+    monkeypatch.setattr(shards, "write_shard", counting)
+    write_sample_set(tmp_path / "set", arrays, {"images": ["x"] * 5}, shard_size=10)
+    assert fetched == [4, 4, 2, 4, 4, 2, 4, 1]
+    for index, (start, stop) in enumerate([(0, 10), (10, 20), (20, 25)]):
+        for key in arrays:
+            np.save(tmp_path / "expected.npy", arrays[key][start:stop])
+            written = (tmp_path / "set" / f"shard-{index:05d}.{key}.npy").read_bytes()
+            assert written == (tmp_path / "expected.npy").read_bytes(), (index, key)
+
+
 def test_unfinished_or_mismatched_sets_are_refused(tmp_path):
     with pytest.raises(UserError, match="not a finished sample set"):
         SampleSet.open(tmp_path)
