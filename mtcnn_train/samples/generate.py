@@ -191,8 +191,6 @@ def generate_samples(cfg: Config, out_dir: str | Path, stage: str = "pnet", weig
     tasks = [(unit, cfg.sampling, size, str(work), mining) for unit in pending]
     crops_cut = 0
     processes = set()
-    # No tqdm monitor thread: freed memory goes back to the OS only while one thread runs (heap.py).
-    tqdm.monitor_interval = 0
     with tqdm(total=sum(len(u.items) for u in units), initial=sum(len(u.items) for u in units if u.name in done),
               unit="img", desc=f"gen-samples {stage}", disable=not progress, dynamic_ncols=True) as bar:
         for stats in run_tasks(run_unit_task, tasks, worker_count(cfg.sampling.workers, pending) - 1,
