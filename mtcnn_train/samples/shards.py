@@ -87,8 +87,7 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> int:
 
 
 #: Samples gathered and written at a time within a shard.  A shard of 100,000 O-Net crops is
-#: 691 MB; gathered whole it set the peak memory of O-Net mining at full WIDER size (1,459 MiB
-#: against 791 MiB for a set of one partial shard, docs/SCALING.md).
+#: 691 MB; written in chunks of this many rows it never sits in memory whole (57 MB at 48 px).
 WRITE_ROWS = 8192
 
 
