@@ -197,7 +197,7 @@ def load_inputs(cfg: Config, wider_records: Sequence[FaceRecord] | None = None,
         # landmark validation split); indices stay positions in the full list, so seeds do not move.
         rows = _landmark_rows(inputs.landmarks.rows, landmark_records)
         own = len(inputs.landmarks)
-        keys = [rows.key(i) if isinstance(rows, LandmarkTable) else record_key(rows[i]) for i in range(len(rows))]
+        keys = LandmarkFaces(rows, np.arange(len(rows))).keys()
         held_out = held_out_keys(keys[own:], data.landmarks_val_fraction, data.val_seed)
         kept = [i for i, key in enumerate(keys) if i < own or key not in held_out]
         inputs.landmarks = LandmarkFaces(rows, np.asarray(kept, np.int64))
