@@ -53,7 +53,9 @@ def gen_samples(stage: str, out: Path, weights: Path | None, wider_root: Path | 
     if shard_index >= num_shards:
         raise UserError(f"--shard-index {shard_index} must be below --num-shards {num_shards}")
     from mtcnn_train.samples.generate import generate_samples
+    from mtcnn_train.samples.heap import bound_onednn_cache
 
+    bound_onednn_cache()  # this process runs no convolution before mining (samples/heap.py)
     cfg = get_config(config_path, overrides)
     # Command-line paths are relative to the working folder, not to the config file.
     if wider_root is not None and boxes is not None:

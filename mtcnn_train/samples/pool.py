@@ -27,6 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
 
 from mtcnn_train.errors import UserError
+from mtcnn_train.samples.heap import bound_onednn_cache
 from mtcnn_train.samples.units import WorkUnit
 
 #: With ``sampling.workers: 0`` one process per this many pending detection images (landmark faces
@@ -113,6 +114,7 @@ def _init_worker(ready) -> None:
     import cv2
     import torch
 
+    bound_onednn_cache()  # before this worker's first convolution (heap.py)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     ready.put(os.getpid())

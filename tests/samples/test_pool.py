@@ -85,3 +85,47 @@ def test_freed_heap_memory_goes_back_to_the_os():
     assert return_freed_memory() is True
     assert resident_mib() < before - 100, (before, resident_mib())
     assert keep.sum() == 8192
+
+
+def onednn_cache_setting(_: int) -> str | None:
+    return os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+
+
+def test_onednn_cache_is_bounded_unless_the_user_chose_a_size(monkeypatch):
+    from mtcnn_train.samples.heap import ONEDNN_CACHE_CAPACITY, bound_onednn_cache
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    bound_onednn_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_CACHE_CAPACITY)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "300")
+    bound_onednn_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "300"
+
+
+def test_sample_workers_bound_onednn_cache_before_their_first_convolution(monkeypatch):
+    """A worker of any caller (pipeline, a notebook) gets the bound, though its parent did not set it."""
+    from mtcnn_train.samples.heap import ONEDNN_CACHE_CAPACITY
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    results = list(run_tasks(onednn_cache_setting, range(2), 1, this_process_works=False))
+    assert results == [str(ONEDNN_CACHE_CAPACITY)] * 2
+
+
+def test_gen_samples_command_bounds_onednn_cache_before_it_mines(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from mtcnn_train.cli import cli
+    from mtcnn_train.samples import generate
+    from mtcnn_train.samples.heap import ONEDNN_CACHE_CAPACITY
+
+    seen = []
+
+    def fake_generate(*args, **kwargs):
+        seen.append(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"))
+        raise UserError("stop here")
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setattr(generate, "generate_samples", fake_generate)
+    result = CliRunner().invoke(cli, ["gen-samples", "--stage", "pnet", "--out", str(tmp_path / "out")])
+    assert seen == [str(ONEDNN_CACHE_CAPACITY)], result.output
+    assert isinstance(result.exception, UserError) and "stop here" in str(result.exception)
