@@ -143,6 +143,11 @@ class SamplingConfig:
     #: At most this many mined negatives per image, the highest-scoring (hardest) first, so a few
     #: crowded images cannot supply most of the negatives (0 = no cap).
     mining_negatives_per_image: int = 60
+    #: Mining also runs the earlier stages on each image's mirror image and keeps their labelled
+    #: candidates too: about twice the mined faces from the same images (the candidates of a
+    #: mirrored pyramid fall elsewhere on a face, so they are new crops, not flips of old ones).
+    #: Off: the paper's rule.
+    mining_mirror: bool = False
     #: Target sizes of the mined R-Net and O-Net sets; 0 = the same rule as ``total``.  O-Net
     #: trains about 100x slower per sample than P-Net, so its set is often kept smaller.
     total_rnet: int = 0

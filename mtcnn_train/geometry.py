@@ -252,6 +252,14 @@ def mirror_box_offsets(offsets):
     return lib.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
 
 
+def mirror_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+    """Boxes ``(x1, y1, x2, y2)`` as they lie in the horizontally flipped image of ``width``
+    pixels (edge coordinates: pixel column ``c`` spans ``[c, c + 1)`` and becomes
+    ``[width - c - 1, width - c)``).  Its own inverse."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+
+
 def mirror_point_fractions(points):
     """Points given as fractions of their crop, ``(N, 5, 2)`` or flat ``(N, 10)`` (NumPy or torch),
     as they read in the horizontally flipped crop: ``x -> 1 - x`` and left/right swapped.  Its own

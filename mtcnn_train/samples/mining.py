@@ -30,7 +30,7 @@ import numpy as np
 from mtcnn_train.config import Config
 from mtcnn_train.stages import INPUT_SIZE, STAGES, earlier_stages
 from mtcnn_train.errors import UserError
-from mtcnn_train.geometry import iou_matrix
+from mtcnn_train.geometry import iou_matrix, mirror_boxes
 from mtcnn_train.samples import sampling as smp
 from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_OF, LABEL_PART, LABEL_POSITIVE
 from mtcnn_train.samples.shards import concat_arrays
@@ -38,8 +38,9 @@ from mtcnn_train.samples.units import WIDER_STREAM, WorkUnit, detection_images, 
 
 #: IoU levels at which the earlier stages' recall is reported.
 RECALL_LEVELS = (0.65, 0.4)
-#: ``origin`` of a mined crop: found by the earlier stages, or a ``mining_base_crops`` top-up.
-ORIGIN_DETECTION, ORIGIN_TOP_UP = 1, 0
+#: ``origin`` of a mined crop: found by the earlier stages on the image, found by them on its mirror
+#: image (``sampling.mining_mirror``), or a ``mining_base_crops`` top-up.
+ORIGIN_DETECTION, ORIGIN_MIRRORED, ORIGIN_TOP_UP = 1, 2, 0
 
 _cascade_cache: dict[tuple, Any] = {}
 
@@ -115,12 +116,28 @@ def recall_counts(candidates: np.ndarray, faces: np.ndarray, usable: np.ndarray)
     return counts
 
 
+def _mine_view(cascade: Any, stage: str, image: np.ndarray, faces: np.ndarray, usable: np.ndarray,
+               bands: smp.Bands, cfg: Config, stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The earlier stages' kept candidates on one image (or its mirror image): their boxes, labels
+    and box targets, the recall counts and the negatives over the per-image cap added to ``stats``."""
+    candidates = cascade.detect(image, stages=previous_stage(stage)).boxes.astype(np.float64)
+    for key, value in recall_counts(candidates, faces, usable).items():
+        stats[key] += value
+    labels, targets = label_candidates(candidates, faces, usable, bands)
+    keep = (labels != smp.DISCARD) & cap_negatives(labels, cfg.sampling.mining_negatives_per_image)
+    stats["mined_negatives_over_cap"] += int(np.sum((labels == LABEL_NEGATIVE) & ~keep))
+    return candidates[keep], labels[keep], targets[keep]
+
+
 def process_mining_unit(unit: WorkUnit, cfg: Config, stage: str, weights: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run the earlier stages over a unit of training images and keep their labelled candidates.
 
     Besides the sample arrays, the result holds ``origin`` per crop: :data:`ORIGIN_DETECTION` for
-    a mined candidate, :data:`ORIGIN_TOP_UP` for a ``mining_base_crops`` crop (the manifest
-    reports the share of each type that came from detections).
+    a mined candidate, :data:`ORIGIN_MIRRORED` for one mined on the mirror image
+    (``sampling.mining_mirror``: the earlier stages run on both, so each face gives the candidates
+    of two pyramids; its ``crops`` row is the window mapped back to the image), :data:`ORIGIN_TOP_UP`
+    for a ``mining_base_crops`` crop (the manifest reports the share of each type that came from
+    detections).  Recall counts cover every view, so a mirrored run counts each face twice.
     """
     stats = new_stats()
     stats.update({"faces_usable": 0, "candidates": 0, **{f"covered_{level}": 0 for level in RECALL_LEVELS}})
@@ -130,34 +147,36 @@ def process_mining_unit(unit: WorkUnit, cfg: Config, stage: str, weights: str) -
     parts, origins = [], []
     for seed_index, source_index, image, faces, usable in detection_images(unit, cfg.sampling.min_face_size, stats):
         height, width = image.shape[:2]
-        candidates = cascade.detect(image, stages=previous_stage(stage)).boxes.astype(np.float64)
-        for key, value in recall_counts(candidates, faces, usable).items():
-            stats[key] += value
-        labels, targets = label_candidates(candidates, faces, usable, bands)
-        keep = (labels != smp.DISCARD) & cap_negatives(labels, cfg.sampling.mining_negatives_per_image)
-        stats["mined_negatives_over_cap"] += int(np.sum((labels == LABEL_NEGATIVE) & ~keep))
-        crops, labels, targets = candidates[keep], labels[keep], targets[keep]
-        origin = np.full(len(labels), ORIGIN_DETECTION, np.uint8)
-        if cfg.sampling.mining_base_crops:
-            # The explicit top-up: the IoU-banded crops of P-Net sampling around each face, under
-            # the mined hard examples (a strong earlier stage may let few negatives or faces through).
-            plan = smp.plan_detection_crops(item_rng(cfg.sampling.seed, WIDER_STREAM, seed_index),
-                                            width, height, faces, usable, cfg.sampling, bands)
-            crops = np.concatenate([crops, plan.crops])
-            labels = np.concatenate([labels, plan.labels])
-            targets = np.concatenate([targets, plan.boxes])
-            origin = np.concatenate([origin, np.full(len(plan.labels), ORIGIN_TOP_UP, np.uint8)])
-        n = len(labels)
-        stats["crops"] += n
-        origins.append(origin)
-        parts.append({
-            "images": cascade.crops(image, crops, size),
-            "labels": labels,
-            "boxes": targets,
-            "landmarks": np.full((n, 10), np.nan, np.float32),
-            "sources": np.full(n, source_index, np.int32),
-            "crops": crops.astype(np.float32),
-        })
+        views = [(image, faces, ORIGIN_DETECTION)]
+        if cfg.sampling.mining_mirror:
+            views.append((np.ascontiguousarray(image[:, ::-1]), mirror_boxes(faces, width), ORIGIN_MIRRORED))
+        for pixels, view_faces, view_origin in views:
+            crops, labels, targets = _mine_view(cascade, stage, pixels, view_faces, usable, bands, cfg, stats)
+            origin = np.full(len(labels), view_origin, np.uint8)
+            images = cascade.crops(pixels, crops, size)
+            if view_origin == ORIGIN_MIRRORED:
+                crops = mirror_boxes(crops, width)  # the window in the source image's own coordinates
+            if cfg.sampling.mining_base_crops and view_origin == ORIGIN_DETECTION:
+                # The explicit top-up: the IoU-banded crops of P-Net sampling around each face, under
+                # the mined hard examples (a strong earlier stage may let few negatives or faces through).
+                plan = smp.plan_detection_crops(item_rng(cfg.sampling.seed, WIDER_STREAM, seed_index),
+                                                width, height, faces, usable, cfg.sampling, bands)
+                images = np.concatenate([images, cascade.crops(image, plan.crops, size)])
+                crops = np.concatenate([crops, plan.crops])
+                labels = np.concatenate([labels, plan.labels])
+                targets = np.concatenate([targets, plan.boxes])
+                origin = np.concatenate([origin, np.full(len(plan.labels), ORIGIN_TOP_UP, np.uint8)])
+            n = len(labels)
+            stats["crops"] += n
+            origins.append(origin)
+            parts.append({
+                "images": images,
+                "labels": labels,
+                "boxes": targets,
+                "landmarks": np.full((n, 10), np.nan, np.float32),
+                "sources": np.full(n, source_index, np.int32),
+                "crops": crops.astype(np.float32),
+            })
     arrays = concat_arrays(parts, size)
     arrays["origin"] = np.concatenate(origins) if origins else np.zeros(0, np.uint8)
     return arrays, stats
@@ -168,8 +187,11 @@ def composition(labels: np.ndarray, origin: np.ndarray) -> dict[str, dict[str, i
     out = {}
     for name in ("negative", "positive", "part"):
         of_type = labels == LABEL_OF[name]
-        out[name] = {"detections": int(np.sum(of_type & (origin == ORIGIN_DETECTION))),
+        out[name] = {"detections": int(np.sum(of_type & (origin != ORIGIN_TOP_UP))),
                      "top_up": int(np.sum(of_type & (origin == ORIGIN_TOP_UP)))}
+        mirrored = int(np.sum(of_type & (origin == ORIGIN_MIRRORED)))
+        if mirrored:
+            out[name]["of_mirror_images"] = mirrored
     return out
 
 

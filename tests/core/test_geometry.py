@@ -180,3 +180,16 @@ def test_mirror_point_fractions_follow_the_flipped_pixels():
     np.testing.assert_allclose(g.mirror_point_fractions(out), points, atol=1e-6)  # its own inverse
     flat = torch.from_numpy(points.reshape(1, 10))
     np.testing.assert_allclose(g.mirror_point_fractions(flat).numpy(), out.reshape(1, 10), atol=1e-6)
+
+
+def test_mirror_boxes_flips_pixel_edges_and_is_its_own_inverse():
+    from mtcnn_train.geometry import mirror_boxes
+
+    boxes = np.array([[0, 5, 10, 20], [90, 0, 100, 7]], float)
+    # Columns 0-9 of a 100-pixel-wide image become columns 90-99, and the other way round.
+    np.testing.assert_array_equal(mirror_boxes(boxes, 100), [[90, 5, 100, 20], [0, 0, 10, 7]])
+    np.testing.assert_array_equal(mirror_boxes(mirror_boxes(boxes, 100), 100), boxes)
+    assert mirror_boxes(np.zeros((0, 4)), 10).shape == (0, 4)
+    # The IoU of two boxes is the IoU of their mirror images.
+    a, b = np.array([[3, 4, 30, 40]], float), np.array([[10, 0, 35, 33]], float)
+    assert g.iou_matrix(mirror_boxes(a, 64), mirror_boxes(b, 64))[0, 0] == pytest.approx(g.iou_matrix(a, b)[0, 0])

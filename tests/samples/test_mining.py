@@ -165,3 +165,41 @@ def test_mined_sets_are_labelled_resumable_and_worker_independent(tmp_path, cli_
     # Rerunning the finished command is a no-op that says so.
     again = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", outs[("rnet", 1)], "--quiet", *sets)
     assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_mirrored_mining_adds_the_mirror_images_candidates_each_in_its_band(tmp_path, cli_runner):
+    from mtcnn_train.datasets.wider import read_wider, wider_paths
+    from mtcnn_train.synthetic import make_synthetic, synthetic_config
+
+    make_synthetic(tmp_path / "data", num_images=3, seed=5)
+    run = tmp_path / "run"
+    save_checkpoint(run / "pnet.pt", {"stage": "pnet", "model": _face_loving_net("pnet").state_dict()})
+    data = synthetic_config(tmp_path / "data")["data"]
+    sets = ["--set", f"data.wider_root={data['wider_root']}", "--set", f"data.landmarks={data['landmarks']}",
+            "--set", "data.val_fraction=0", "--set", "detection.min_face_size=60",
+            "--set", "sampling.landmark_crops_per_face=1", "--set", "sampling.ratio.landmark=0"]
+    manifests = {}
+    for mirror in ("false", "true"):
+        out = tmp_path / f"rnet-{mirror}"
+        result = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", out, "--workers", 1,
+                            "--quiet", *sets, "--set", f"sampling.mining_mirror={mirror}")
+        assert result.returncode == 0, result.stderr
+        manifests[mirror] = json.loads((out / "manifest.json").read_text())
+    plain, mirrored = manifests["false"]["mining"], manifests["true"]["mining"]
+    assert all("of_mirror_images" not in plain["composition"][t] for t in ("negative", "positive", "part"))
+    assert mirrored["composition"]["positive"]["of_mirror_images"] > 0
+    # Every face is looked at twice: once in the image, once in its mirror image.
+    assert mirrored["faces_usable"] == 2 * plain["faces_usable"]
+    # Windows found on the mirror image are stored in the image's own coordinates: each sits in its
+    # IoU band against the image's faces.
+    mined = SampleSet.open(tmp_path / "rnet-true").arrays()
+    images = manifests["true"]["images"]
+    records = {f"wider:{rec.name}": rec for rec in read_wider(*wider_paths(data["wider_root"]))}
+    checked = 0
+    for label, crop, source in zip(mined["labels"], mined["crops"], mined["sources"]):
+        if label not in (LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_PART):
+            continue
+        best = iou_matrix(crop[None].astype(float), records[images[source]].boxes).max()
+        assert {LABEL_NEGATIVE: best < 0.3, LABEL_POSITIVE: best > 0.65, LABEL_PART: 0.4 <= best <= 0.65}[label]
+        checked += 1
+    assert checked == len(mined["labels"])
