@@ -7,6 +7,12 @@ setting ``all``) of the stage's output taken as final detections.  P-Net's recal
 how many candidates it may pass on, so its recall is also given for the best ``k`` candidates per
 image, for several ``k`` (:data:`CANDIDATE_BUDGETS`): two P-Nets are compared at equal ``k``.
 
+A stage can also rank badly while keeping the faces: its best-scored boxes may be second boxes
+on faces already found (duplicates that survive NMS), which costs AP but not recall.  ``dup@top``
+says how much: among the stage's best-scored boxes over all images, as many as there are
+annotated faces, the share that overlap an already found face at IoU >= 0.5
+(:func:`detection_kinds`).
+
 One pass of the cascade per image gives all stages (:meth:`Cascade.detect_stages`).  The same
 figures choose checkpoints during training (:func:`detection_measure`).
 """
@@ -39,6 +45,7 @@ class StageFigures:
     covered: dict[float, int] = field(default_factory=lambda: {iou: 0 for iou in RECALL_IOUS})
     covered_at_budget: dict[int, int] = field(default_factory=lambda: {k: 0 for k in CANDIDATE_BUDGETS})
     ap: float | None = None
+    duplicates_at_top: float | None = None
 
     def recall(self, iou: float) -> float:
         return self.covered[iou] / self.faces if self.faces else float("nan")
@@ -51,7 +58,7 @@ class StageFigures:
                 "candidates_per_image": self.candidates / self.images if self.images else None,
                 **{f"recall@{iou}": self.recall(iou) for iou in RECALL_IOUS},
                 "recall@0.65_at_candidates": {str(k): self.recall_at_budget(k) for k in CANDIDATE_BUDGETS},
-                "ap": self.ap}
+                "ap": self.ap, "duplicates_at_top": self.duplicates_at_top}
 
 
 def counted_faces(boxes: np.ndarray, valid: np.ndarray, min_face_size: float) -> np.ndarray:
@@ -59,6 +66,42 @@ def counted_faces(boxes: np.ndarray, valid: np.ndarray, min_face_size: float) ->
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     shorter = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     return boxes[np.asarray(valid, bool).reshape(-1) & (shorter >= min_face_size)]
+
+
+#: Kinds of a detection (:func:`detection_kinds`): a new face found, a second box on a face
+#: already found, a near miss (IoU 0.3-0.5 with a face), background.
+FOUND, DUPLICATE, NEAR_MISS, BACKGROUND = 0, 1, 2, 3
+
+
+def detection_kinds(boxes: np.ndarray, scores: np.ndarray, faces: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """What each detection of one image is, matched best score first: :data:`FOUND` (IoU >= ``iou``
+    with a face no better detection took), :data:`DUPLICATE` (IoU >= ``iou`` only with taken faces),
+    :data:`NEAR_MISS` (best IoU 0.3 to ``iou``) or :data:`BACKGROUND`.  In the order of ``boxes``."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    faces = np.asarray(faces, np.float64).reshape(-1, 4)
+    kinds = np.full(len(boxes), BACKGROUND, np.int8)
+    if not len(boxes) or not len(faces):
+        return kinds
+    overlap = iou_matrix(boxes, faces)
+    taken = np.zeros(len(faces), bool)
+    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+        free = np.where(taken, -1.0, overlap[i])
+        face = int(free.argmax())
+        if free[face] >= iou:
+            taken[face] = True
+            kinds[i] = FOUND
+        elif overlap[i].max() >= iou:
+            kinds[i] = DUPLICATE
+        elif overlap[i].max() >= 0.3:
+            kinds[i] = NEAR_MISS
+    return kinds
+
+
+def duplicates_at_top(scores: Sequence[np.ndarray], kinds: Sequence[np.ndarray], faces: int) -> float:
+    """Share of duplicates among the ``faces`` best-scored detections of all images together."""
+    scores, kinds = np.concatenate([np.zeros(0), *scores]), np.concatenate([np.zeros(0, np.int8), *kinds])
+    top = kinds[np.argsort(-scores, kind="stable")[:faces]]
+    return float(np.mean(top == DUPLICATE)) if len(top) else float("nan")
 
 
 def add_image(figures: StageFigures, faces: np.ndarray, candidates: np.ndarray) -> None:
@@ -106,8 +149,12 @@ def stage_figures(records: Sequence[Any], per_image: Sequence[dict[str, Any]], m
         for stage in stages:
             add_image(figures[stage], faces, outputs[stage].boxes)
     if with_ap:
+        all_faces = sum(len(np.asarray(record.boxes).reshape(-1, 4)) for record in records)
         for stage in stages:
-            figures[stage].ap = stage_average_precision(records, [o[stage] for o in per_image])
+            outputs = [o[stage] for o in per_image]
+            figures[stage].ap = stage_average_precision(records, outputs)
+            kinds = [detection_kinds(o.boxes, o.scores, record.boxes) for record, o in zip(records, outputs)]
+            figures[stage].duplicates_at_top = duplicates_at_top([o.scores for o in outputs], kinds, all_faces)
     return figures
 
 
@@ -147,15 +194,17 @@ def diagnose_runs(runs: dict[str, str | Path], records: Sequence[Any], detection
 
 
 def format_table(results: dict[str, dict[str, StageFigures]]) -> str:
-    """One row per run and stage: recall at IoU 0.5 / 0.65, candidates per image, AP."""
-    head = f"{'run':<14} {'stages':<6} {'faces':>6} {'recall@0.5':>10} {'recall@0.65':>11} {'cand/img':>9} {'AP':>7}"
+    """One row per run and stage: recall at IoU 0.5 / 0.65, candidates per image, AP, duplicates at the top."""
+    head = (f"{'run':<14} {'stages':<6} {'faces':>6} {'recall@0.5':>10} {'recall@0.65':>11} {'cand/img':>9} {'AP':>7} "
+            f"{'dup@top':>7}")
     lines = [head, "-" * len(head)]
     for label, figures in results.items():
         for stage, f in figures.items():
             cand = f.candidates / f.images if f.images else float("nan")
             ap = "-" if f.ap is None else f"{f.ap:.4f}"
+            dup = "-" if f.duplicates_at_top is None else f"{f.duplicates_at_top:.3f}"
             lines.append(f"{label:<14} {PREFIX_NAMES[stage]:<6} {f.faces:>6} {f.recall(0.5):>10.4f} "
-                         f"{f.recall(0.65):>11.4f} {cand:>9.1f} {ap:>7}")
+                         f"{f.recall(0.65):>11.4f} {cand:>9.1f} {ap:>7} {dup:>7}")
     return "\n".join(lines)
 
 

@@ -60,6 +60,7 @@ def test_stage_figures_follow_the_cascade_outputs():
     assert figures["pnet"].candidates == 3 and figures["rnet"].candidates == 1
     # AP by the WIDER protocol: P finds both faces first, R only one.
     assert figures["pnet"].ap == pytest.approx(1.0) and figures["rnet"].ap < figures["pnet"].ap
+    assert figures["pnet"].duplicates_at_top == 0.0  # its two best boxes are the two faces
 
 
 def test_detect_stages_matches_detect_stopped_at_each_stage():
@@ -85,3 +86,26 @@ def test_report_files(tmp_path):
     data = json.loads((tmp_path / "stages.json").read_text())
     assert data["ours"]["P"]["recall@0.65"] == 1.0 and data["ours"]["P"]["ap"] == 0.5
     assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_detections_are_found_faces_duplicates_near_misses_or_background():
+    from mtcnn_train.evaluation.stages import (BACKGROUND, DUPLICATE, FOUND, NEAR_MISS, detection_kinds,
+                                               duplicates_at_top)
+
+    faces = np.array([[0, 0, 100, 100], [200, 0, 300, 100]], float)
+    boxes = np.array([
+        [5, 5, 105, 105],      # IoU 0.82 with face 0, scored below the next box: a duplicate
+        [0, 0, 100, 100],      # face 0, best score: found
+        [200, 0, 300, 100],    # face 1: found
+        [250, 0, 350, 100],    # IoU 0.33 with face 1: a near miss
+        [500, 500, 600, 600],  # background
+    ], float)
+    scores = np.array([0.8, 0.9, 0.5, 0.95, 0.99])
+    kinds = detection_kinds(boxes, scores, faces)
+    assert kinds.tolist() == [DUPLICATE, FOUND, FOUND, NEAR_MISS, BACKGROUND]
+    # A duplicate that outscores the face it repeats takes the face; the other box becomes the duplicate.
+    assert detection_kinds(boxes[:2], [0.9, 0.8], faces).tolist() == [FOUND, DUPLICATE]
+    assert detection_kinds(boxes, scores, np.zeros((0, 4))).tolist() == [BACKGROUND] * 5
+    # Ranked over all images: the 2 best of (0.99 bg, 0.95 near) hold no duplicate; the best 5 hold one.
+    assert duplicates_at_top([scores], [kinds], 2) == 0.0
+    assert duplicates_at_top([scores[:2], scores[2:]], [kinds[:2], kinds[2:]], 5) == pytest.approx(0.2)
