@@ -71,12 +71,14 @@ def counted_faces(boxes: np.ndarray, valid: np.ndarray, min_face_size: float) ->
 #: Kinds of a detection (:func:`detection_kinds`): a new face found, a second box on a face
 #: already found, a near miss (IoU 0.3-0.5 with a face), background.
 FOUND, DUPLICATE, NEAR_MISS, BACKGROUND = 0, 1, 2, 3
+#: Below this IoU with every face a detection is background (the paper's negative band).
+NEAR_MISS_IOU = 0.3
 
 
 def detection_kinds(boxes: np.ndarray, scores: np.ndarray, faces: np.ndarray, iou: float = 0.5) -> np.ndarray:
     """What each detection of one image is, matched best score first: :data:`FOUND` (IoU >= ``iou``
     with a face no better detection took), :data:`DUPLICATE` (IoU >= ``iou`` only with taken faces),
-    :data:`NEAR_MISS` (best IoU 0.3 to ``iou``) or :data:`BACKGROUND`.  In the order of ``boxes``."""
+    :data:`NEAR_MISS` (best IoU :data:`NEAR_MISS_IOU` to ``iou``) or :data:`BACKGROUND`.  In the order of ``boxes``."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     faces = np.asarray(faces, np.float64).reshape(-1, 4)
     kinds = np.full(len(boxes), BACKGROUND, np.int8)
@@ -92,7 +94,7 @@ def detection_kinds(boxes: np.ndarray, scores: np.ndarray, faces: np.ndarray, io
             kinds[i] = FOUND
         elif overlap[i].max() >= iou:
             kinds[i] = DUPLICATE
-        elif overlap[i].max() >= 0.3:
+        elif overlap[i].max() >= NEAR_MISS_IOU:
             kinds[i] = NEAR_MISS
     return kinds
 
