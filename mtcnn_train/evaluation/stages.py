@@ -88,13 +88,13 @@ def detection_kinds(boxes: np.ndarray, scores: np.ndarray, faces: np.ndarray, io
     taken = np.zeros(len(faces), bool)
     for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
         free = np.where(taken, -1.0, overlap[i])
-        face = int(free.argmax())
+        face, best = int(free.argmax()), overlap[i].max()
         if free[face] >= iou:
             taken[face] = True
             kinds[i] = FOUND
-        elif overlap[i].max() >= iou:
+        elif best >= iou:
             kinds[i] = DUPLICATE
-        elif overlap[i].max() >= NEAR_MISS_IOU:
+        elif best >= NEAR_MISS_IOU:
             kinds[i] = NEAR_MISS
     return kinds
 

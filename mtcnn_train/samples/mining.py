@@ -145,38 +145,33 @@ def process_mining_unit(unit: WorkUnit, cfg: Config, stage: str, weights: str) -
     cascade = _cascade(weights, stage, mining_detection_config(cfg))
     bands = smp.Bands.from_config(cfg.sampling)
     parts, origins = [], []
+
+    def keep(images, crops, labels, targets, source_index, origin) -> None:
+        n = len(labels)
+        stats["crops"] += n
+        origins.append(np.full(n, origin, np.uint8))
+        parts.append({"images": images, "labels": labels, "boxes": targets,
+                      "landmarks": np.full((n, 10), np.nan, np.float32),
+                      "sources": np.full(n, source_index, np.int32), "crops": crops.astype(np.float32)})
+
     for seed_index, source_index, image, faces, usable in detection_images(unit, cfg.sampling.min_face_size, stats):
         height, width = image.shape[:2]
-        views = [(image, faces, ORIGIN_DETECTION)]
+        crops, labels, targets = _mine_view(cascade, stage, image, faces, usable, bands, cfg, stats)
+        keep(cascade.crops(image, crops, size), crops, labels, targets, source_index, ORIGIN_DETECTION)
+        if cfg.sampling.mining_base_crops:
+            # The explicit top-up: the IoU-banded crops of P-Net sampling around each face, under
+            # the mined hard examples (a strong earlier stage may let few negatives or faces through).
+            plan = smp.plan_detection_crops(item_rng(cfg.sampling.seed, WIDER_STREAM, seed_index),
+                                            width, height, faces, usable, cfg.sampling, bands)
+            keep(cascade.crops(image, plan.crops, size), plan.crops, plan.labels, plan.boxes, source_index,
+                 ORIGIN_TOP_UP)
         if cfg.sampling.mining_mirror:
-            views.append((np.ascontiguousarray(image[:, ::-1]), mirror_boxes(faces, width), ORIGIN_MIRRORED))
-        for pixels, view_faces, view_origin in views:
-            crops, labels, targets = _mine_view(cascade, stage, pixels, view_faces, usable, bands, cfg, stats)
-            origin = np.full(len(labels), view_origin, np.uint8)
-            images = cascade.crops(pixels, crops, size)
-            if view_origin == ORIGIN_MIRRORED:
-                crops = mirror_boxes(crops, width)  # the window in the source image's own coordinates
-            if cfg.sampling.mining_base_crops and view_origin == ORIGIN_DETECTION:
-                # The explicit top-up: the IoU-banded crops of P-Net sampling around each face, under
-                # the mined hard examples (a strong earlier stage may let few negatives or faces through).
-                plan = smp.plan_detection_crops(item_rng(cfg.sampling.seed, WIDER_STREAM, seed_index),
-                                                width, height, faces, usable, cfg.sampling, bands)
-                images = np.concatenate([images, cascade.crops(image, plan.crops, size)])
-                crops = np.concatenate([crops, plan.crops])
-                labels = np.concatenate([labels, plan.labels])
-                targets = np.concatenate([targets, plan.boxes])
-                origin = np.concatenate([origin, np.full(len(plan.labels), ORIGIN_TOP_UP, np.uint8)])
-            n = len(labels)
-            stats["crops"] += n
-            origins.append(origin)
-            parts.append({
-                "images": images,
-                "labels": labels,
-                "boxes": targets,
-                "landmarks": np.full((n, 10), np.nan, np.float32),
-                "sources": np.full(n, source_index, np.int32),
-                "crops": crops.astype(np.float32),
-            })
+            mirrored = np.ascontiguousarray(image[:, ::-1])
+            crops, labels, targets = _mine_view(cascade, stage, mirrored, mirror_boxes(faces, width), usable, bands,
+                                                cfg, stats)
+            # Stored as the window in the source image's own coordinates.
+            keep(cascade.crops(mirrored, crops, size), mirror_boxes(crops, width), labels, targets, source_index,
+                 ORIGIN_MIRRORED)
     arrays = concat_arrays(parts, size)
     arrays["origin"] = np.concatenate(origins) if origins else np.zeros(0, np.uint8)
     return arrays, stats

@@ -101,12 +101,12 @@ def write_shard(directory: str | Path, index: int, count: int, fetch: Callable[[
     directory = Path(directory)
     stem = shard_stem(index)
     dtypes = {**ARRAY_DTYPES, **(extra or {})}
-    path = directory / stem
+    paths = {key: directory / f"{stem}.{key}.npy" for key in dtypes}
+    path = directory / stem  # the file being written, for the error message
     try:
         with ExitStack() as stack:
             files = {}
-            for key in dtypes:
-                path = directory / f"{stem}.{key}.npy"
+            for key, path in paths.items():
                 files[key] = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
             step = rows_per_write or WRITE_ROWS
             for start in range(0, max(count, 1), step):
@@ -115,7 +115,7 @@ def write_shard(directory: str | Path, index: int, count: int, fetch: Callable[[
                 if check_arrays(arrays) != stop - start:
                     raise ValueError(f"fetched {len(arrays['labels'])} samples for rows {start}:{stop}")
                 for key, dtype in dtypes.items():
-                    path = directory / f"{stem}.{key}.npy"
+                    path = paths[key]
                     array = np.ascontiguousarray(arrays[key], dtype=dtype)
                     if start == 0:  # the header of the whole shard, then every chunk's bytes after it
                         np.lib.format.write_array_header_1_0(files[key], {
