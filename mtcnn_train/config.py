@@ -229,12 +229,20 @@ class DetectionConfig:
     nms_pnet_scale: float = 0.5
     nms_pnet_all: float = 0.7
     nms_rnet: float = 0.7
+    #: R-Net's NMS on the boxes after its box regression instead of before (the reference's order).
+    #: Regression moves the boxes of one face onto it, so more of them merge: fewer second boxes
+    #: on a face rank among the faces.
+    rnet_nms_after_regression: bool = False
     #: O-Net's final NMS uses the 'Min' overlap (intersection over the smaller box).
     nms_onet: float = 0.7
     #: auto, cpu, cuda or cuda:N.
     device: str = "auto"
     #: Images per batch in batched detection.
     batch_size: int = 16
+    #: On the CPU, pieces of one detection (pyramid levels, blocks of R-Net / O-Net crops) run this
+    #: many at a time, each on one thread; 0: as many as torch's intra-op threads.  1: one at a time,
+    #: each op on torch's threads (the small ops of the cascade barely gain from that).
+    cpu_workers: int = 0
     #: How R-Net and O-Net crops treat boxes that stick out of the image: ``zero`` reads the
     #: outside as black pixels (the original MTCNN and our training crops), ``clip`` crops only
     #: the visible part and stretches it (facenet-pytorch; use it for parity with that package).
@@ -521,6 +529,7 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
     for key in ("nms_pnet_scale", "nms_pnet_all", "nms_rnet", "nms_onet"):
         _check(_in_unit(getattr(det, key)), loc, f"detection.{key}", f"an overlap must lie in [0, 1], got {getattr(det, key)}")
     _check(det.batch_size >= 1, loc, "detection.batch_size", "must be at least 1")
+    _check(det.cpu_workers >= 0, loc, "detection.cpu_workers", f"must be 0 (automatic) or more, got {det.cpu_workers}")
     _check_device(det.device, loc, "detection.device")
 
     ev = cfg.evaluation

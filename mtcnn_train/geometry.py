@@ -124,6 +124,41 @@ def _x_overlapping_pairs(boxes: torch.Tensor, groups: torch.Tensor | None,
     return torch.cat(firsts), torch.cat(seconds)
 
 
+#: Rounds of :func:`_greedy_pass`'s vectorised update before it walks the boxes one by one.
+_GREEDY_ROUNDS = 64
+
+
+def _greedy_pass(hi: np.ndarray, lo: np.ndarray, n: int) -> np.ndarray:
+    """Which of ``n`` boxes greedy NMS keeps, in score-rank space, given the overlapping pairs
+    ``(hi[k], lo[k])`` (``hi[k] < lo[k]``: the higher-scoring box first).
+
+    Greedy NMS keeps box ``j`` exactly when no kept box ranked before it overlaps it.  That rule
+    has one solution (box 0 is kept; each later box is settled by the boxes before it), so
+    applying it to all boxes at once, ``kept = no kept partner ranks before``, from "all kept"
+    until nothing changes reaches it: after round ``r`` every box whose chain of suppressions is
+    at most ``r`` long is settled.  Chains are short in detection (a few rounds, each a few NumPy
+    passes over the pairs, where walking the boxes in Python took milliseconds per image); a long
+    chain falls back to the walk.
+    """
+    kept = np.ones(n, dtype=bool)
+    for _ in range(_GREEDY_ROUNDS):
+        update = np.ones(n, dtype=bool)
+        update[lo[kept[hi]]] = False
+        if np.array_equal(update, kept):
+            return kept
+        kept = update
+    removed = np.zeros(n, dtype=bool)
+    by_source = np.argsort(hi, kind="stable")
+    hi, lo = hi[by_source], lo[by_source]
+    sources, bounds = np.unique(hi, return_index=True)
+    bounds = np.append(bounds, len(hi)).tolist()
+    # Sources are visited in score order; a box suppresses others only if it is itself kept.
+    for k, src in enumerate(sources.tolist()):
+        if not removed[src]:
+            removed[lo[bounds[k]:bounds[k + 1]]] = True
+    return ~removed
+
+
 def _greedy_nms(b: torch.Tensor, s: torch.Tensor, threshold: float, mode: str,
                 groups: torch.Tensor | None = None) -> torch.Tensor:
     """Exact greedy NMS (optionally within groups); kept indices, highest score first.
@@ -147,17 +182,8 @@ def _greedy_nms(b: torch.Tensor, s: torch.Tensor, threshold: float, mode: str,
     ra, rb = rank[first], rank[second]
     hi = torch.minimum(ra, rb).cpu().numpy()
     lo = torch.maximum(ra, rb).cpu().numpy()
-    removed = np.zeros(n, dtype=bool)
-    if len(hi):
-        by_source = np.argsort(hi, kind="stable")
-        hi, lo = hi[by_source], lo[by_source]
-        sources, bounds = np.unique(hi, return_index=True)
-        bounds = np.append(bounds, len(hi)).tolist()
-        # Sources are visited in score order; a box suppresses others only if it is itself kept.
-        for k, src in enumerate(sources.tolist()):
-            if not removed[src]:
-                removed[lo[bounds[k]:bounds[k + 1]]] = True
-    kept_ranks = torch.from_numpy(np.flatnonzero(~removed)).to(order.device)
+    kept = _greedy_pass(hi, lo, n)
+    kept_ranks = torch.from_numpy(np.flatnonzero(kept)).to(order.device)
     return order[kept_ranks]
 
 

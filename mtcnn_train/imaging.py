@@ -175,33 +175,47 @@ def crop_resize_area(table: torch.Tensor, image_index: torch.Tensor, windows: to
     return out.permute(0, 3, 1, 2)
 
 
-def resize_area(table: torch.Tensor, out_height: int, out_width: int) -> torch.Tensor:
+#: Bytes of gathered integral-image rows per block of :func:`resize_area` (1 MB: 64 rows of a
+#: 1024-pixel-wide image).  Whole levels made their row gathers tens of MB, read back from memory;
+#: blocks stay in the caches (measured: the pyramid of a 1024 x 1000 image 17 ms instead of 25).
+RESIZE_BLOCK_BYTES = 2**20
+
+
+def resize_area(table: torch.Tensor, out_height: int, out_width: int,
+                block_bytes: int = RESIZE_BLOCK_BYTES) -> torch.Tensor:
     """Whole images resized like ``F.interpolate(images, (out_h, out_w), mode='area')``, from
     their :func:`summed_area_table`.  Returns ``B x C x out_h x out_w`` float32 (channels-last).
 
     Separable: whole rows of the table are gathered first (contiguous copies), then columns, which
-    costs about half of four look-ups per output pixel.
+    costs about half of four look-ups per output pixel; on the CPU in blocks of output rows.
     """
-    _, height_1, width_1, _ = table.shape
+    batch, height_1, width_1, _ = table.shape
     zero = torch.zeros(1, dtype=torch.long, device=table.device)
     row_start, row_end = _adaptive_bounds(zero, torch.full_like(zero, height_1 - 1), out_height)
     col_start, col_end = _adaptive_bounds(zero, torch.full_like(zero, width_1 - 1), out_width)
     row_start, row_end, col_start, col_end = row_start[0], row_end[0], col_start[0], col_end[0]
+    count = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :])[None, :, :, None].to(torch.float32)
     pixels = _pixel_view(table)
-    if pixels is not None:  # whole rows, then 16-byte pixels of them (see _pixel_view)
-        rows = _channels(pixels.index_select(1, row_end), 4) - _channels(pixels.index_select(1, row_start), 4)
+    if pixels is None:
+        rows = table.index_select(1, row_end) - table.index_select(1, row_start)
+        total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
+        return torch.div(total, count).permute(0, 3, 1, 2)
+    # Whole rows, then 16-byte pixels of them (see _pixel_view), a block of output rows at a time.
+    out = torch.empty((batch, out_height, out_width, 3), device=table.device)
+    block = max(1, block_bytes // (batch * width_1 * 16))
+    for top in range(0, out_height, block):
+        bottom = min(out_height, top + block)
+        rows = (_channels(pixels.index_select(1, row_end[top:bottom]), 4)
+                - _channels(pixels.index_select(1, row_start[top:bottom]), 4))
         rows = rows.view(torch.complex128).reshape(-1)  # 1-D: index_select along a later dim copies per element
         line = (torch.arange(rows.numel() // width_1, device=table.device) * width_1)[:, None]
 
         def columns(col: torch.Tensor) -> torch.Tensor:
             return _channels(rows.index_select(0, (line + col[None, :]).reshape(-1)), 3)
 
-        total = (columns(col_end) - columns(col_start)).reshape(-1, out_height, out_width, 3)
-    else:
-        rows = table.index_select(1, row_end) - table.index_select(1, row_start)
-        total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
-    count = (row_end - row_start)[:, None] * (col_end - col_start)[None, :]
-    return torch.div(total, count[None, :, :, None].to(torch.float32)).permute(0, 3, 1, 2)
+        total = (columns(col_end) - columns(col_start)).reshape(batch, bottom - top, out_width, 3)
+        torch.div(total, count[:, top:bottom], out=out[:, top:bottom])
+    return out.permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -105,6 +105,35 @@ def test_nms_tests_overlaps_chunk_by_chunk_with_the_same_result(monkeypatch):
     assert g.batched_nms(boxes, scores, groups, 0.3).tolist() == whole_keep.tolist()
 
 
+def _greedy_walk(hi, lo, n):
+    """The textbook greedy pass: boxes in score order, each kept one suppresses its partners."""
+    kept = np.ones(n, dtype=bool)
+    for box in range(n):
+        if kept[box]:
+            kept[lo[hi == box]] = False
+    return kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 60), st.lists(st.tuples(st.integers(0, 59), st.integers(0, 59)), max_size=300))
+def test_vectorised_greedy_pass_equals_the_walk(n, pairs):
+    pairs = np.array([(min(a, b), max(a, b)) for a, b in pairs if a != b and max(a, b) < n], dtype=np.int64).reshape(-1, 2)
+    hi, lo = pairs[:, 0], pairs[:, 1]
+    np.testing.assert_array_equal(g._greedy_pass(hi, lo, n), _greedy_walk(hi, lo, n))
+
+
+def test_greedy_pass_settles_a_long_chain_by_walking(monkeypatch):
+    """Box k suppresses box k + 1: every other box is kept, and each round settles one more box,
+    so a chain longer than the rounds allowed falls back to the walk, with the same answer."""
+    n = 200
+    hi, lo = np.arange(n - 1), np.arange(1, n)
+    expected = np.arange(n) % 2 == 0
+    np.testing.assert_array_equal(g._greedy_pass(hi, lo, n), expected)
+    monkeypatch.setattr(g, "_GREEDY_ROUNDS", 3)
+    np.testing.assert_array_equal(g._greedy_pass(hi, lo, n), expected)
+    np.testing.assert_array_equal(g._greedy_pass(hi[:2], lo[:2], n), _greedy_walk(hi[:2], lo[:2], n))
+
+
 def test_batched_nms_keeps_groups_apart():
     boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.0]])
     scores = torch.tensor([0.9, 0.8, 0.7])

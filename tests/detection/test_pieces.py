@@ -196,3 +196,13 @@ def test_pnet_row_strips_give_the_whole_level_bit_for_bit(size):
         parts = _pnet_maps(pnet, level)
     for a, b in zip(whole, parts):
         assert torch.equal(a, b)
+
+
+def test_area_resize_in_row_blocks_gives_the_same_bits():
+    rng = np.random.default_rng(6)
+    images = torch.as_tensor(rng.integers(0, 256, (2, 3, 97, 131)), dtype=torch.uint8)
+    table = summed_area_table(images)
+    for size in [(60, 80), (97, 131), (13, 17), (150, 200)]:
+        whole = resize_area(table, *size, block_bytes=2**30)
+        for block_bytes in (1, 5000, 2**16):
+            assert torch.equal(resize_area(table, *size, block_bytes=block_bytes), whole)
