@@ -77,7 +77,8 @@ PNET_STRIP_BYTES = 2**22
 #: Boxes per R-Net / O-Net forward call.  On the CPU small chunks keep the activations in the
 #: caches (measured on one core: R-Net 38 us a crop in chunks of 32, 100 us in chunks of 256;
 #: O-Net 242 and 460 us in chunks of 16 and 64); on a GPU, large chunks fill it.
-NET_CHUNK = {"cpu": {"rnet": 32, "onet": 16}, "cuda": {"rnet": 4096, "onet": 1024}}
+#: onnxruntime pays a fixed cost per call: its nets get the larger chunks measured before these.
+NET_CHUNK = {"cpu": {"rnet": 32, "onet": 16}, "onnx": {"rnet": 256, "onet": 64}, "cuda": {"rnet": 4096, "onet": 1024}}
 #: On the CPU the R-Net / O-Net crops are cut in blocks of about this many bytes, each block then
 #: fed to the net chunk by chunk: one crop call serves many small chunks.
 CROP_BLOCK_BYTES = 2**22
@@ -523,7 +524,7 @@ class Cascade:
         rows = valid.nonzero().squeeze(1)
         if len(rows) == 0:
             return probs, offsets, points
-        chunk = NET_CHUNK["cuda" if self.device.type == "cuda" else "cpu"][stage]
+        chunk = NET_CHUNK["cuda" if self.device.type == "cuda" else "cpu" if type(net) in (RNet, ONet) else "onnx"][stage]
         # Crops are cut a block at a time (one call for many small net chunks) within a memory
         # bound, and with side-by-side pieces in at least as many blocks as run at once.
         block = chunk
