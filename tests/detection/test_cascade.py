@@ -210,3 +210,25 @@ def test_faces_smaller_than_pnet_window_need_min_face_below_12():
     assert len(found[12]) == 0 and len(found[20]) == 0
     assert len(found[10]) == 1
     np.testing.assert_allclose(found[10].boxes[0], [31, 23, 41, 33], atol=0.5)
+
+
+def test_rnet_nms_after_regression_leaves_no_overlapping_rnet_boxes(random_nets, test_cfg):
+    """With ``rnet_nms_after_regression`` R-Net's NMS runs on the boxes it hands on (regressed and
+    squared), so no two of them overlap above ``nms_rnet``; the reference order (NMS first) only
+    guarantees that for the boxes R-Net read."""
+    from mtcnn_train.geometry import edges_to_inclusive
+
+    cfg = dataclasses.replace(test_cfg, min_face_size=16, thresholds=[0.5, 0.3, 0.3], nms_rnet=0.3)
+    after = Cascade(*random_nets, cfg=dataclasses.replace(cfg, rnet_nms_after_regression=True))
+    before = Cascade(*random_nets, cfg=cfg)
+
+    def largest_overlap(boxes: np.ndarray) -> float:
+        inclusive = edges_to_inclusive(torch.from_numpy(boxes)).numpy()
+        overlap = iou_matrix(inclusive, inclusive)
+        np.fill_diagonal(overlap, 0)
+        return overlap.max(initial=0)
+
+    images = [random_image(seed, 120, 160) for seed in range(4)]
+    assert sum(len(after.detect(image, stages="rnet")) for image in images) > 0
+    assert max(largest_overlap(after.detect(image, stages="rnet").boxes) for image in images) <= cfg.nms_rnet + 1e-5
+    assert max(largest_overlap(before.detect(image, stages="rnet").boxes) for image in images) > cfg.nms_rnet
