@@ -449,14 +449,13 @@ class Cascade:
         probs, offsets, _ = self._classify("rnet", table, image_index, boxes, width, height, clip)
         passed = probs > cfg.thresholds[1]
         image_index, boxes, scores, offsets = image_index[passed], boxes[passed], probs[passed], offsets[passed]
+        # The reference's NMS runs on the boxes R-Net read (P-Net's), before their regression.
         if cfg.rnet_nms_after_regression:
             boxes = square(calibrate(boxes, offsets))
-            keep = batched_nms(edges_to_inclusive(boxes), scores, image_index, cfg.nms_rnet)
-            image_index, scores, boxes = image_index[keep], scores[keep], boxes[keep]
-        else:  # the reference: NMS on the boxes R-Net read (P-Net's), then their regression
-            keep = batched_nms(edges_to_inclusive(boxes), scores, image_index, cfg.nms_rnet)
-            image_index, scores = image_index[keep], scores[keep]
-            boxes = square(calibrate(boxes[keep], offsets[keep]))
+        keep = batched_nms(edges_to_inclusive(boxes), scores, image_index, cfg.nms_rnet)
+        image_index, scores, boxes = image_index[keep], scores[keep], boxes[keep]
+        if not cfg.rnet_nms_after_regression:
+            boxes = square(calibrate(boxes, offsets[keep]))
         result = finish("rnet", image_index, boxes, scores)
         if last == "rnet" or len(boxes) == 0:
             return result
