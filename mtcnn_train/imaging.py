@@ -200,22 +200,25 @@ def resize_area(table: torch.Tensor, out_height: int, out_width: int,
         rows = table.index_select(1, row_end) - table.index_select(1, row_start)
         total = rows.index_select(2, col_end) - rows.index_select(2, col_start)
         return torch.div(total, count).permute(0, 3, 1, 2)
-    # Whole rows, then 16-byte pixels of them (see _pixel_view), a block of output rows at a time.
     out = torch.empty((batch, out_height, out_width, 3), device=table.device)
     block = max(1, block_bytes // (batch * width_1 * 16))
     for top in range(0, out_height, block):
         bottom = min(out_height, top + block)
-        rows = (_channels(pixels.index_select(1, row_end[top:bottom]), 4)
-                - _channels(pixels.index_select(1, row_start[top:bottom]), 4))
-        rows = rows.view(torch.complex128).reshape(-1)  # 1-D: index_select along a later dim copies per element
-        line = (torch.arange(rows.numel() // width_1, device=table.device) * width_1)[:, None]
-
-        def columns(col: torch.Tensor) -> torch.Tensor:
-            return _channels(rows.index_select(0, (line + col[None, :]).reshape(-1)), 3)
-
-        total = (columns(col_end) - columns(col_start)).reshape(batch, bottom - top, out_width, 3)
+        total = _window_sums(pixels, row_start[top:bottom], row_end[top:bottom], col_start, col_end)
         torch.div(total, count[:, top:bottom], out=out[:, top:bottom])
     return out.permute(0, 3, 1, 2)
+
+
+def _window_sums(pixels: torch.Tensor, row_start: torch.Tensor, row_end: torch.Tensor,
+                 col_start: torch.Tensor, col_end: torch.Tensor) -> torch.Tensor:
+    """Integer sums of the windows ``rows x cols`` from :func:`_pixel_view`'s table: whole rows
+    first (contiguous copies), then 16-byte pixels of them.  ``B x rows x cols x 3`` int32."""
+    batch, _, width_1 = pixels.shape
+    rows = _channels(pixels.index_select(1, row_end), 4) - _channels(pixels.index_select(1, row_start), 4)
+    rows = rows.view(torch.complex128).reshape(-1)  # 1-D: index_select along a later dim copies per element
+    line = (torch.arange(rows.numel() // width_1, device=pixels.device) * width_1)[:, None]
+    ends, starts = (_channels(rows.index_select(0, (line + col[None, :]).reshape(-1)), 3) for col in (col_end, col_start))
+    return (ends - starts).reshape(batch, len(row_start), len(col_start), 3)
 
 
 # --------------------------------------------------------------------------------------------
