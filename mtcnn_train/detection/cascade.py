@@ -523,7 +523,11 @@ class Cascade:
         rows = valid.nonzero().squeeze(1)
         if len(rows) == 0:
             return probs, offsets, points
-        chunk = NET_CHUNK["cuda" if self.device.type == "cuda" else "cpu" if type(net) in (RNet, ONet) else "onnx"][stage]
+        if self.device.type == "cuda":
+            kind = "cuda"
+        else:  # our nets on the CPU, or onnxruntime's
+            kind = "cpu" if type(net) in (RNet, ONet) else "onnx"
+        chunk = NET_CHUNK[kind][stage]
         # Crops are cut a block at a time (one call for many small net chunks) within a memory
         # bound, and with side-by-side pieces in at least as many blocks as run at once.
         block = chunk
