@@ -279,8 +279,11 @@ class Cascade:
         self.stack = self.device.type == "cuda" if stack is None else stack
         self.nets = {name: net.to(self.device) for name, net in (("pnet", pnet), ("rnet", rnet), ("onet", onet))
                      if net is not None}
-        # On the CPU the pyramid levels and the blocks of crops run side by side, one thread each.
-        self.pieces = SideBySide(self.cfg.cpu_workers if self.device.type == "cpu" else 1)
+        # onnxruntime nets (not torch modules) run on their own threads, and pay a fixed cost per call.
+        self.torch_nets = all(isinstance(net, nn.Module) for net in self.nets.values())
+        # On the CPU the pyramid levels and the blocks of crops of torch nets run side by side, one
+        # thread each.
+        self.pieces = SideBySide(self.cfg.cpu_workers if self.device.type == "cpu" and self.torch_nets else 1)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -320,10 +323,8 @@ class Cascade:
             raise UserError(f"{export_dir}: no {exported_file(missing[0], 'onnx')} "
                             "(run mtcnn-train export --format onnx first)")
         nets = load_onnx_nets(export_dir, stages=wanted, threads=threads)
-        cascade = cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device="cpu", stack=False,
-                      pnet_window=exported_window_rule(export_dir))
-        cascade.pieces = SideBySide(1)  # onnxruntime runs each net on its own threads already
-        return cascade
+        return cls(nets["pnet"], nets.get("rnet"), nets.get("onet"), cfg=cfg, device="cpu", stack=False,
+                   pnet_window=exported_window_rule(export_dir))
 
     @classmethod
     def load(cls, weights: str | Path, cfg: DetectionConfig | None = None, backend: str = "torch",
@@ -523,11 +524,7 @@ class Cascade:
         rows = valid.nonzero().squeeze(1)
         if len(rows) == 0:
             return probs, offsets, points
-        if self.device.type == "cuda":
-            kind = "cuda"
-        else:  # our nets on the CPU, or onnxruntime's
-            kind = "cpu" if type(net) in (RNet, ONet) else "onnx"
-        chunk = NET_CHUNK[kind][stage]
+        chunk = NET_CHUNK["cuda" if self.device.type == "cuda" else "cpu" if self.torch_nets else "onnx"][stage]
         # Crops are cut a block at a time (one call for many small net chunks) within a memory
         # bound, and with side-by-side pieces in at least as many blocks as run at once.
         block = chunk
