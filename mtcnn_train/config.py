@@ -10,6 +10,7 @@ naming the file, the line and the key.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import re
@@ -37,6 +38,7 @@ Amp = Literal["off", "bf16", "fp16"]
 #: candidate budget for P-Net and R-Net, AP for O-Net; see evaluation/stages.py).
 BestBy = Literal["loss", "loss_det", "loss_box", "loss_landmark", "last", "detection"]
 BEST_BY_CHOICES: tuple[str, ...] = typing.get_args(BestBy)
+TieBreak = Literal["loss", "loss_det", "loss_box", "loss_landmark"]
 CropBorder = Literal["zero", "clip"]
 #: Lower bound of ``detection.min_face_size``: 4 px upsamples images 3x (9x the pixels) before
 #: P-Net's first pyramid level; smaller faces hold too few pixels for the nets to read.
@@ -125,6 +127,11 @@ class SamplingConfig:
     landmark_boxes: LandmarkBoxes = "auto"
     #: Relative share of each sample type in a sample set (paper: 3:1:1:2).
     ratio: SampleRatio = field(default_factory=SampleRatio)
+    #: The shares of the mined R-Net and O-Net sets, when they differ from ``ratio`` (null: ``ratio``;
+    #: shares not given take SampleRatio's defaults).  E.g. an R-Net that sees fewer negatives
+    #: per positive rejects fewer windows that only partly cover a face.
+    ratio_rnet: SampleRatio | None = None
+    ratio_onet: SampleRatio | None = None
     #: Target size of the whole sample set; 0 = as many as the scarcest type allows.
     total: int = 0
     #: Worker processes (0 = automatic: by the amount of work, at most one per CPU core).  Output
@@ -154,6 +161,12 @@ class SamplingConfig:
     total_onet: int = 0
     #: Samples per shard file.
     shard_size: int = 100_000
+
+
+def stage_ratio(sampling: SamplingConfig, stage: str) -> SampleRatio:
+    """The sample-type shares of ``stage``'s set: ``ratio_rnet`` / ``ratio_onet`` where given."""
+    own = {"rnet": sampling.ratio_rnet, "onet": sampling.ratio_onet}.get(stage)
+    return own if own is not None else sampling.ratio
 
 
 @dataclass
@@ -194,6 +207,13 @@ class StageTrainConfig:
     #: cross-entropy creeps up from over-confidence (accuracy flat), so ``loss`` can pick an epoch
     #: whose landmarks are clearly worse; ``last`` keeps the end of the schedule.
     best_by: BestBy = "loss"
+    #: A later epoch whose ``best_by`` measure is within this much of the kept epoch's (and of the
+    #: best measure so far) replaces it when its validation ``best_by_tie_break`` is lower: epochs
+    #: that rank the same within the noise of the measure are told apart by what it does not see
+    #: (0 = the measure alone).  With ``best_by: detection`` it is in units of recall or AP.
+    best_by_tolerance: float = 0.0
+    #: The validation loss that breaks those ties (O-Net's landmarks: ``loss_landmark``).
+    best_by_tie_break: TieBreak = "loss_landmark"
     #: Save last.pt every N optimizer steps as well as at each epoch end (0 = epoch ends only).
     checkpoint_every_steps: int = 0
     #: Intra-op CPU threads (0 = torch's default).
@@ -431,6 +451,15 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     raise ConfigError(f"{where}: {key}: unsupported type {_type_name(tp)}")
 
 
+def _optional_dataclass(tp: Any) -> type | None:
+    """The dataclass of a ``SomeDataclass | None`` field, else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        classes = [arg for arg in typing.get_args(tp) if dataclasses.is_dataclass(arg)]
+        if len(classes) == 1:
+            return classes[0]
+    return None
+
+
 def _build(cls: type, data: Any, prefix: str, locations: _Locations, base: Any = None) -> Any:
     """Build dataclass ``cls`` from a mapping, starting from ``base`` (or the defaults)."""
     where = locations.where(prefix.rstrip(".")) if prefix else locations.source
@@ -445,8 +474,11 @@ def _build(cls: type, data: Any, prefix: str, locations: _Locations, base: Any =
             close = ", ".join(sorted(names))
             raise ConfigError(f"{locations.where(dotted)}: unknown key '{dotted}' (known here: {close})")
         tp = hints[key]
+        nested = _optional_dataclass(tp) if value is not None else None
         if dataclasses.is_dataclass(tp):
             setattr(obj, key, _build(tp, value, dotted + ".", locations, getattr(obj, key)))
+        elif nested is not None:  # e.g. sampling.ratio_rnet: null until given, then its own defaults
+            setattr(obj, key, _build(nested, value, dotted + ".", locations, copy.deepcopy(getattr(obj, key))))
         else:
             setattr(obj, key, _coerce(value, tp, dotted, locations.where(dotted)))
     return obj
@@ -487,9 +519,13 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
            f"must be empty or two face-score thresholds in [0, 1] (P-Net, R-Net), got {s.mining_thresholds}")
     _check(0 <= s.landmark_max_rotation <= 90, loc, "sampling.landmark_max_rotation",
            f"must lie in [0, 90] degrees, got {s.landmark_max_rotation}")
-    for key in ("negative", "positive", "part", "landmark"):
-        _check(getattr(s.ratio, key) >= 0, loc, f"sampling.ratio.{key}", "a share must not be negative")
-    _check(sum(dataclasses.astuple(s.ratio)) > 0, loc, "sampling.ratio", "at least one share must be positive")
+    for name in ("ratio", "ratio_rnet", "ratio_onet"):
+        ratio = getattr(s, name)
+        if ratio is None:
+            continue
+        for key in ("negative", "positive", "part", "landmark"):
+            _check(getattr(ratio, key) >= 0, loc, f"sampling.{name}.{key}", "a share must not be negative")
+        _check(sum(dataclasses.astuple(ratio)) > 0, loc, f"sampling.{name}", "at least one share must be positive")
 
     d = cfg.data
     _check(0.0 <= d.val_fraction < 1.0, loc, "data.val_fraction", f"must lie in [0, 1), got {d.val_fraction}")
@@ -518,6 +554,10 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         _check(t.warmup_epochs >= 0, loc, f"{p}.warmup_epochs", "must not be negative")
         _check(t.checkpoint_every_steps >= 0, loc, f"{p}.checkpoint_every_steps", "must not be negative")
         _check(t.log_every_steps >= 0, loc, f"{p}.log_every_steps", "must not be negative")
+        _check(0.0 <= t.best_by_tolerance < 1.0, loc, f"{p}.best_by_tolerance",
+               f"must lie in [0, 1), got {t.best_by_tolerance}")
+        _check(t.best_by_tolerance == 0 or t.best_by != "last", loc, f"{p}.best_by_tolerance",
+               "has no measure to be tolerant of with best_by: last")
 
     det = cfg.detection
     _check(det.min_face_size >= MIN_DETECTABLE_FACE, loc, "detection.min_face_size",

@@ -52,7 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtcnn_train.config import Config, config_from_dict, save_config
+from mtcnn_train.config import Config, config_from_dict, save_config, stage_ratio
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import UserError
 from mtcnn_train.io import remove_stale_temp_files
@@ -332,7 +332,7 @@ def _select_and_write(cfg: Config, out: Path, candidates: Candidates, stats: dic
     images = head["images"]
     labels = candidates.column("labels", np.int8)
     available = count_by_type(labels)
-    ratio = dataclasses.asdict(s.ratio)
+    ratio = dataclasses.asdict(stage_ratio(s, stage))
     ratio_used = _ratio_used(ratio, head["image_sources"]["wider"]["count"], len(images))
     total = {"pnet": s.total, "rnet": s.total_rnet or s.total, "onet": s.total_onet or s.total}[stage]
     targets = smp.target_counts(available, ratio_used, total)

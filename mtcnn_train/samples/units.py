@@ -100,8 +100,9 @@ def plan_fingerprint(cfg: Config, units: list[WorkUnit], num_shards: int, shard_
 def _settings(cfg: Config, stage: str, weights_hash: str) -> dict[str, Any]:
     sampling = dataclasses.asdict(cfg.sampling)
     sampling.pop("workers")
-    if not sampling["mining_mirror"]:  # sets made before the option existed keep their fingerprint
-        sampling.pop("mining_mirror")
+    for option, default in (("mining_mirror", False), ("ratio_rnet", None), ("ratio_onet", None)):
+        if sampling[option] == default:  # sets made before the option existed keep their fingerprint
+            sampling.pop(option)
     mining = {"weights": weights_hash, "detection": dataclasses.asdict(cfg.detection)} if stage != "pnet" else {}
     return {"format": 1, "stage": stage, **mining, "sampling": sampling, "val_fraction": cfg.data.val_fraction,
             "val_seed": cfg.data.val_seed, "max_images": cfg.data.max_images,

@@ -153,3 +153,25 @@ def test_min_face_size_below_pnet_window_is_accepted():
     """Faces under 12 px: the pyramid upsamples (issue 21), as facenet-pytorch accepts 10."""
     assert load_config(None, ["detection.min_face_size=10"]).detection.min_face_size == 10
     assert load_config(None, ["detection.min_face_size=4"]).detection.min_face_size == 4
+
+
+def test_per_stage_ratios_default_to_the_common_one_and_keep_old_fingerprints():
+    from mtcnn_train.config import stage_ratio
+    from mtcnn_train.samples.units import settings_fingerprint
+
+    plain = load_config(None)
+    assert plain.sampling.ratio_rnet is None and stage_ratio(plain.sampling, "rnet") == plain.sampling.ratio
+    own = load_config(None, ["sampling.ratio.landmark=4", "sampling.ratio_rnet.negative=1"])
+    # Shares not given take SampleRatio's defaults, not sampling.ratio's.
+    assert dataclasses.asdict(stage_ratio(own.sampling, "rnet")) == {"negative": 1, "positive": 1, "part": 1, "landmark": 2}
+    assert stage_ratio(own.sampling, "onet").landmark == 4 and stage_ratio(own.sampling, "pnet").negative == 3
+    # Unset, the options leave the fingerprint of sets made before they existed unchanged.
+    explicit = load_config(None, ["sampling.ratio_rnet=null"])
+    assert settings_fingerprint(explicit, "rnet") == settings_fingerprint(plain, "rnet")
+    assert settings_fingerprint(own, "rnet") != settings_fingerprint(load_config(None, ["sampling.ratio.landmark=4"]), "rnet")
+    # A saved config (checkpoint, manifest) round-trips, and bad shares are one clear line.
+    assert config_from_dict(own.to_dict()).sampling.ratio_rnet == own.sampling.ratio_rnet
+    with pytest.raises(ConfigError, match="sampling.ratio_onet.part: a share must not be negative"):
+        load_config(None, ["sampling.ratio_onet.part=-1"])
+    with pytest.raises(ConfigError, match="sampling.ratio_rnet: expected a mapping"):
+        load_config(None, ["sampling.ratio_rnet=3"])

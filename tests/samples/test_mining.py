@@ -162,6 +162,15 @@ def test_mined_sets_are_labelled_resumable_and_worker_independent(tmp_path, cli_
     assert sum(p["top_up"] for p in parts.values()) > 0
     assert all(parts[t]["detections"] + parts[t]["top_up"] == topped_manifest["counts"][t]
                for t in ("negative", "positive", "part"))
+    # R-Net's own shares (sampling.ratio_rnet) decide its set; the O-Net set keeps sampling.ratio.
+    own = tmp_path / "rnet-own-ratio"
+    result = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", own, "--quiet", *sets,
+                        "--set", "sampling.ratio_rnet.negative=0")
+    assert result.returncode == 0, result.stderr
+    own_manifest = json.loads((own / "manifest.json").read_text())
+    assert own_manifest["ratio"] == {"negative": 0.0, "positive": 1.0, "part": 1.0, "landmark": 2.0}
+    assert own_manifest["counts"]["negative"] == 0 and own_manifest["counts"]["positive"] > 0
+    assert manifest["counts"]["negative"] > 0
     # Rerunning the finished command is a no-op that says so.
     again = cli_runner("gen-samples", "--stage", "rnet", "--weights", run, "--out", outs[("rnet", 1)], "--quiet", *sets)
     assert again.returncode == 0 and "already complete" in again.stdout

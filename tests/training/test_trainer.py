@@ -145,6 +145,53 @@ def test_best_by_detection_keeps_the_epoch_the_scorer_ranks_highest(tmp_path, pn
         train_stage("pnet", tiny_config("pnet", epochs=1, best_by="detection"), [pnet_samples], tmp_path / "other")
 
 
+def _kept_epoch(aps, landmark_losses, tolerance):
+    """Replay epochs (AP, validation landmark loss) through the trainer's rule: the kept epoch."""
+    from mtcnn_train.config import StageTrainConfig
+    from mtcnn_train.training.state import Progress
+
+    cfg = StageTrainConfig(best_by="detection", best_by_tolerance=tolerance)
+    progress = Progress()
+    for epoch, (ap, landmark) in enumerate(zip(aps, landmark_losses), 1):
+        record = {"epoch": epoch, "train": {"loss": 1.0}, "val": {"loss": 1.0, "loss_landmark": landmark},
+                  "detection": {"score": ap}}
+        progress.history.append(record)
+        score = trainer.selection_score("detection", trainer._ranked_metrics(record), epoch)
+        if trainer.replaces_kept_epoch(cfg, progress, record, score):
+            progress.best_loss, progress.best_epoch = score, epoch
+    return progress.best_epoch
+
+
+def test_best_by_tolerance_breaks_near_ties_by_the_landmark_loss():
+    # The lenient12 O-Net's 12 epochs (validation AP, validation landmark loss x 1000).
+    aps = [0.6858, 0.6913, 0.7409, 0.7353, 0.7706, 0.7558, 0.7503, 0.7672, 0.7381, 0.7676, 0.7696, 0.7675]
+    landmarks = [16.1, 14.6, 11.1, 14.5, 10.3, 12.0, 7.9, 7.3, 6.3, 6.0, 5.8, 5.77]
+    assert _kept_epoch(aps, landmarks, 0.0) == 5  # AP alone: the early spike
+    assert _kept_epoch(aps, landmarks, 0.005) == 12  # within 0.005 of it, the best landmarks
+    assert _kept_epoch(aps, landmarks, 0.0005) == 5  # epoch 11 is 0.001 below: not within
+    # A clearly better measure always wins, whatever its landmark loss.
+    assert _kept_epoch([0.5, 0.6], [1.0, 9.0], 0.05) == 2
+    # A tie with a worse landmark loss does not replace the kept epoch.
+    assert _kept_epoch([0.5, 0.51], [1.0, 2.0], 0.05) == 1
+    # No drift: each epoch within the tolerance of the one before, but the kept epoch stays within
+    # the tolerance of the best measure seen.
+    assert _kept_epoch([0.70, 0.696, 0.692, 0.688], [4.0, 3.0, 2.0, 1.0], 0.005) == 2
+    # Without a landmark loss to compare (NaN), a tie goes by the measure alone.
+    assert _kept_epoch([0.5, 0.502], [float("nan"), float("nan")], 0.05) == 2
+    assert _kept_epoch([0.5, 0.498], [float("nan"), float("nan")], 0.05) == 1
+
+
+def test_best_by_tolerance_is_checked_at_load():
+    from mtcnn_train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="best_by_tolerance: must lie in"):
+        load_config(None, ["train.onet.best_by_tolerance=-0.1"])
+    with pytest.raises(ConfigError, match="no measure to be tolerant of"):
+        load_config(None, ["train.onet.best_by=last", "train.onet.best_by_tolerance=0.01"])
+    with pytest.raises(ConfigError, match="best_by_tie_break: must be"):
+        load_config(None, ["train.onet.best_by_tie_break=accuracy"])
+
+
 def test_an_unfinished_stage_needs_resume_or_force(tmp_path, pnet_samples):
     (tmp_path / "out" / "pnet").mkdir(parents=True)
     (tmp_path / "out" / "pnet" / "last.pt").write_bytes(b"x")
