@@ -146,10 +146,13 @@ def eval_landmarks(weights, annotations, fmt, images, min_iou, label, quiet, out
 @eval_group.command("stages")
 @click.option("--weights", "runs", multiple=True, required=True, metavar="[LABEL=]RUN_DIR",
               help="Run folder to diagnose (repeatable: ours beside e.g. the imported published weights).")
+@click.option("--run-config", "run_configs", multiple=True, metavar="LABEL=CONFIG",
+              help="That run detects with the detection settings of CONFIG (repeatable), e.g. "
+                   "published=configs/default.yaml beside ours at --config's: each cascade at its own settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--out", type=_DIR, required=True, help="Output folder (stages.txt, stages.json, stages.png).")
 @config_options
-def eval_stages(runs, quiet, out, config_path, overrides) -> None:
+def eval_stages(runs, run_configs, quiet, out, config_path, overrides) -> None:
     """Faces kept after P, P+R and P+R+O on the held-out WIDER images of the config (data.val_fraction):
     recall at IoU 0.5 / 0.65, candidates per image, AP, and P-Net's recall by candidate budget."""
     from mtcnn_train.evaluation.stages import diagnose_runs, write_report
@@ -163,7 +166,15 @@ def eval_stages(runs, quiet, out, config_path, overrides) -> None:
         if not folder_path.is_dir():
             raise UserError(f"{folder}: run folder not found")
         labelled[label or folder_path.name] = folder_path
+    own_detection = {}
+    for text in run_configs:
+        label, sep, config_file = text.partition("=")
+        if not sep or label not in labelled:
+            raise UserError(f"--run-config {text}: expected LABEL=CONFIG with a LABEL given to --weights "
+                            f"({', '.join(labelled)})")
+        own_detection[label] = get_config(config_file, ()).detection
     out = prepare_output_dir(out, force=False)
-    results = diagnose_runs(labelled, validation_records(cfg), cfg.detection, progress=not quiet)
+    results = diagnose_runs(labelled, validation_records(cfg), cfg.detection, progress=not quiet,
+                            own_detection=own_detection)
     click.echo(write_report(out, results))
     click.echo(f"wrote {out / 'stages.txt'}, {out / 'stages.json'} and {out / 'stages.png'}")

@@ -178,8 +178,11 @@ def load_images(records: Sequence[Any], progress: bool = False) -> tuple[list[An
 
 
 def diagnose_runs(runs: dict[str, str | Path], records: Sequence[Any], detection_cfg: Any,
-                  progress: bool = True) -> dict[str, dict[str, StageFigures]]:
-    """:func:`stage_figures` for each labelled run folder (every stage it has), same images."""
+                  progress: bool = True, own_detection: dict[str, Any] | None = None) -> dict[str, dict[str, StageFigures]]:
+    """:func:`stage_figures` for each labelled run folder (every stage it has), same images and
+    the same faces counted (``detection_cfg.min_face_size``).  ``own_detection`` maps a label to
+    the detection settings that run detects with (each cascade at the settings chosen for it),
+    else ``detection_cfg``."""
     from tqdm import tqdm
 
     from mtcnn_train.detection.cascade import Cascade
@@ -188,7 +191,7 @@ def diagnose_runs(runs: dict[str, str | Path], records: Sequence[Any], detection
     out = {}
     for label, run_dir in runs.items():
         present = [s for s in STAGES if (Path(run_dir) / f"{s}.pt").is_file()]
-        cascade = Cascade.from_run_dir(run_dir, detection_cfg, stages=present[-1])
+        cascade = Cascade.from_run_dir(run_dir, (own_detection or {}).get(label, detection_cfg), stages=present[-1])
         per_image = [cascade.detect_stages(image) for image in tqdm(images, desc=f"stages: {label}", unit="img",
                                                                       disable=not progress)]
         out[label] = stage_figures(records, per_image, detection_cfg.min_face_size)

@@ -77,3 +77,13 @@ def test_stages_pick_the_cascade_to_score(tmp_path, run_cli):
     result = run_cli(*common, "--predictions", tmp_path / "p" / "predictions", "--stages", "pnet",
                      "--out", tmp_path / "x")
     assert result.returncode == 2 and "does not combine with --predictions" in result.stderr
+
+
+def test_stages_run_config_must_name_a_run(tmp_path, run_cli):
+    from tests.random_nets import save_random_run
+
+    run = save_random_run(tmp_path / "run")
+    result = run_cli("eval", "stages", "--weights", f"ours={run}", "--run-config", "published=configs/default.yaml",
+                     "--out", tmp_path / "out")
+    assert result.returncode == 2 and "--run-config published=configs/default.yaml" in result.stderr
+    assert "LABEL given to --weights (ours)" in result.stderr and not (tmp_path / "out").exists()

@@ -109,3 +109,26 @@ def test_detections_are_found_faces_duplicates_near_misses_or_background():
     # Ranked over all images: the 2 best of (0.99 bg, 0.95 near) hold no duplicate; the best 5 hold one.
     assert duplicates_at_top([scores], [kinds], 2) == 0.0
     assert duplicates_at_top([scores[:2], scores[2:]], [kinds[:2], kinds[2:]], 5) == pytest.approx(0.2)
+
+
+def test_each_run_can_detect_at_its_own_settings(tmp_path):
+    """eval stages --run-config: one cascade at the common settings, another at its own, scored on
+    the same images and faces."""
+    import cv2
+
+    from mtcnn_train.evaluation.stages import diagnose_runs
+    from tests.random_nets import save_random_run
+
+    run = save_random_run(tmp_path / "run", seed=5)
+    image = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "img.jpg"), image)
+    records = [FaceRecord(image_path=str(tmp_path / "img.jpg"), boxes=np.array([[20, 20, 60, 60]], np.float32),
+                          name="e/img.jpg")]
+    common = DetectionConfig(min_face_size=20, thresholds=[0.3, 0.3, 0.3])
+    strict = DetectionConfig(min_face_size=20, thresholds=[0.9999, 0.9999, 0.9999])
+    results = diagnose_runs({"common": run, "strict": run}, records, common, progress=False,
+                            own_detection={"strict": strict})
+    assert results["common"]["pnet"].candidates > results["strict"]["pnet"].candidates
+    assert results["common"]["pnet"].faces == results["strict"]["pnet"].faces == 1
+    same = diagnose_runs({"a": run}, records, common, progress=False)
+    assert same["a"]["pnet"].candidates == results["common"]["pnet"].candidates
