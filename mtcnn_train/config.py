@@ -10,7 +10,6 @@ naming the file, the line and the key.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import re
@@ -478,7 +477,7 @@ def _build(cls: type, data: Any, prefix: str, locations: _Locations, base: Any =
         if dataclasses.is_dataclass(tp):
             setattr(obj, key, _build(tp, value, dotted + ".", locations, getattr(obj, key)))
         elif nested is not None:  # e.g. sampling.ratio_rnet: null until given, then its own defaults
-            setattr(obj, key, _build(nested, value, dotted + ".", locations, copy.deepcopy(getattr(obj, key))))
+            setattr(obj, key, _build(nested, value, dotted + ".", locations, getattr(obj, key)))
         else:
             setattr(obj, key, _coerce(value, tp, dotted, locations.where(dotted)))
     return obj
