@@ -1,4 +1,4 @@
-"""Evaluation commands: ``eval fddb``, ``eval wider``, ``eval landmarks`` and ``eval stages``."""
+"""Evaluation commands: ``eval fddb``, ``eval wider``, ``eval landmarks``, ``eval stages`` and ``eval thresholds``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -178,3 +178,34 @@ def eval_stages(runs, run_configs, quiet, out, config_path, overrides) -> None:
                             own_detection=own_detection)
     click.echo(write_report(out, results))
     click.echo(f"wrote {out / 'stages.txt'}, {out / 'stages.json'} and {out / 'stages.png'}")
+
+
+@eval_group.command("thresholds")
+@click.option("--weights", type=_DIR, required=True, help="Run folder with pnet.pt, rnet.pt and onet.pt.")
+@click.option("--pnet", "pnet_values", default="0.6,0.5,0.4", show_default=True, metavar="T,T,...",
+              help="P-Net thresholds to try.")
+@click.option("--rnet", "rnet_values", default="0.7,0.3,0.1", show_default=True, metavar="T,T,...",
+              help="R-Net thresholds to try.")
+@click.option("--onet", "onet_values", default="0.7,0.1,0", show_default=True, metavar="T,T,...",
+              help="O-Net thresholds to try (free: one cascade pass per P, R pair serves them all).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--out", type=_DIR, required=True, help="Output folder (thresholds.txt, thresholds.json).")
+@config_options
+def eval_thresholds(weights, pnet_values, rnet_values, onet_values, quiet, out, config_path, overrides) -> None:
+    """Choose the cascade's thresholds on the held-out WIDER images of the config (data.val_fraction):
+    the P+R+O AP, recall and candidates per image for every threshold set of the grid, best AP first.
+    Score test sets with the best set (--set 'detection.thresholds=[P,R,O]'), never choose on them."""
+    from mtcnn_train.evaluation.thresholds import parse_grid_values, sweep_thresholds, write_report
+    from mtcnn_train.pipeline import validation_records
+
+    cfg = get_config(config_path, overrides)
+    grid = [parse_grid_values(text, stage) for text, stage in
+            ((pnet_values, "--pnet"), (rnet_values, "--rnet"), (onet_values, "--onet"))]
+    if not weights.is_dir():
+        raise UserError(f"{weights}: run folder not found")
+    out = prepare_output_dir(out, force=False)
+    scores = sweep_thresholds(weights, validation_records(cfg), cfg.detection, grid, progress=not quiet)
+    click.echo(write_report(out, scores))
+    best = ",".join(f"{t:g}" for t in scores[0].thresholds)
+    click.echo(f"best on the validation images: --set 'detection.thresholds=[{best}]' (AP {scores[0].ap:.4f})")
+    click.echo(f"wrote {out / 'thresholds.txt'} and {out / 'thresholds.json'}")
