@@ -86,6 +86,7 @@ def sweep_thresholds(run_dir: str | Path, records: Sequence[Any], detection_cfg:
     scores = []
     pairs = list(itertools.product(pnet_values, rnet_values))
     for pnet_t, rnet_t in tqdm(pairs, desc="threshold sets", unit="pair", disable=not progress):
+        # The cascade reads its thresholds from cfg at every call; nothing else in cfg changes.
         cascade.cfg = dataclasses.replace(detection_cfg, thresholds=[pnet_t, rnet_t, lowest_onet])
         outputs = cascade.detect_batch(images)
         for onet_t in onet_values:
