@@ -182,6 +182,9 @@ class StageTrainConfig:
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
+    #: Dropout on the fully connected layer of R-Net or O-Net during training (0 = off; P-Net has
+    #: no such layer).  Inference and checkpoints are unchanged.
+    dropout: float = 0.0
     lr_schedule: LrSchedule = "cosine"
     #: Epochs at which the step schedule multiplies the rate by lr_gamma.
     lr_milestones: list[int] = field(default_factory=list)
@@ -546,6 +549,9 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         _check(0.0 < t.ohem_keep_ratio <= 1.0, loc, f"{p}.ohem_keep_ratio", f"must lie in (0, 1], got {t.ohem_keep_ratio}")
         _check(t.lr > 0, loc, f"{p}.lr", f"must be positive, got {t.lr}")
         _check(t.weight_decay >= 0, loc, f"{p}.weight_decay", f"must not be negative, got {t.weight_decay}")
+        _check(0.0 <= t.dropout < 1.0, loc, f"{p}.dropout", f"must lie in [0, 1), got {t.dropout}")
+        _check(t.dropout == 0 or stage != "pnet", loc, f"{p}.dropout",
+               "P-Net is fully convolutional: it has no fully connected layer to drop out")
         _check(t.epochs >= 1, loc, f"{p}.epochs", f"must be at least 1, got {t.epochs}")
         _check(t.batch_size >= 1, loc, f"{p}.batch_size", f"must be at least 1, got {t.batch_size}")
         _check(0.0 <= t.val_fraction < 1.0, loc, f"{p}.val_fraction", f"must lie in [0, 1), got {t.val_fraction}")

@@ -158,7 +158,7 @@ class RNet(nn.Module):
 
     input_size = 24
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
         self.prelu1 = nn.PReLU(28)
@@ -169,6 +169,10 @@ class RNet(nn.Module):
         self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
         self.prelu3 = nn.PReLU(64)
         self.dense4 = nn.Linear(576, 128)
+        # Training only (identity in eval mode, no parameters, so checkpoints and imports are
+        # unchanged): with a few hundred training images the later nets learn their mined faces
+        # by heart; dropout on the fully connected layer is the usual remedy.
+        self.dropout = nn.Dropout(dropout)
         self.prelu4 = nn.PReLU(128)
         self.dense5_1 = nn.Linear(128, 2)
         self.dense5_2 = nn.Linear(128, 4)
@@ -178,7 +182,7 @@ class RNet(nn.Module):
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.prelu3(self.conv3(x))
-        x = self.prelu4(self.dense4(x.flatten(1)))
+        x = self.prelu4(self.dropout(self.dense4(x.flatten(1))))
         return self.dense5_1(x), self.dense5_2(x), self.dense5_3(x)
 
     def face_and_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +200,7 @@ class ONet(nn.Module):
 
     input_size = 48
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
         self.prelu1 = nn.PReLU(32)
@@ -210,6 +214,7 @@ class ONet(nn.Module):
         self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
         self.prelu4 = nn.PReLU(128)
         self.dense5 = nn.Linear(1152, 256)
+        self.dropout = nn.Dropout(dropout)  # training only, as R-Net's
         self.prelu5 = nn.PReLU(256)
         self.dense6_1 = nn.Linear(256, 2)
         self.dense6_2 = nn.Linear(256, 4)
@@ -223,7 +228,7 @@ class ONet(nn.Module):
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.flatten(1)))
+        x = self.prelu5(self.dropout(self.dense5(x.flatten(1))))
         return self.dense6_1(x), self.dense6_2(x), self.dense6_3(x)
 
     def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -237,5 +242,11 @@ class ONet(nn.Module):
 NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
 
 
-def build_net(stage: str) -> nn.Module:
-    return NETS[check_stage(stage)]()
+def build_net(stage: str, dropout: float = 0.0) -> nn.Module:
+    """A fresh net of ``stage``; ``dropout`` (R-Net and O-Net only) acts in training mode only."""
+    net_class = NETS[check_stage(stage)]
+    if net_class is PNet:
+        if dropout:
+            raise ValueError("P-Net has no fully connected layer to drop out")
+        return PNet()
+    return net_class(dropout)

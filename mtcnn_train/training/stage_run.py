@@ -128,7 +128,7 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
     distributed.rank_slice(batch_size, ctx)  # refuses batches too small to split over the ranks
 
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
-    net = build_net(stage)
+    net = build_net(stage, train_cfg.dropout)
     initialised_from = None
     if init is not None:
         net.load_state_dict(load_stage_net(init, stage).state_dict())

@@ -84,6 +84,8 @@ def test_overrides_nested_and_typed():
     ("train.pnet.epochs=two", "expected a whole number"),
     ("train.pnet.epochs=0", "train.pnet.epochs"),
     ("train.pnet.ohem_keep_ratio=0", "ohem_keep_ratio"),
+    ("train.onet.dropout=1", "train.onet.dropout: must lie in [0, 1)"),
+    ("train.pnet.dropout=0.2", "train.pnet.dropout: P-Net is fully convolutional"),
     ("detection.scale_factor=1.5", "scale_factor"),
     ("detection.min_face_size=0", "detection.min_face_size"),
     ("detection.min_face_size=-10", "detection.min_face_size"),

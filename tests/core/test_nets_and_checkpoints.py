@@ -40,6 +40,26 @@ def test_pnet_is_fully_convolutional():
     assert cls.shape == (1, 2, 20, 30) and box.shape == (1, 4, 20, 30) and lmk.shape == (1, 10, 20, 30)
 
 
+@pytest.mark.parametrize("stage", ["rnet", "onet"])
+def test_dropout_acts_in_training_only_and_leaves_the_weights_alone(stage):
+    torch.manual_seed(0)
+    net = build_net(stage, dropout=0.5)
+    plain = build_net(stage)
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(8, 3, net.input_size, net.input_size)
+    net.train()
+    assert not torch.equal(net(x)[0], net(x)[0])  # a fresh mask per call
+    net.eval(), plain.eval()
+    for ours, reference in zip(net(x), plain(x)):
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+
+
+def test_pnet_refuses_dropout():
+    with pytest.raises(ValueError, match="P-Net"):
+        build_net("pnet", dropout=0.1)
+
+
 def test_normalize():
     x = torch.tensor([0, 127.5, 255])
     assert torch.allclose(normalize(x), torch.tensor([-127.5 / 128, 0, 127.5 / 128]))
