@@ -272,6 +272,10 @@ class DetectionConfig:
     #: O-Net also reads each face mirrored and averages the two readings of the landmarks
     #: (test-time flip): steadier points for twice O-Net's cost; scores and boxes are unchanged.
     landmarks_mirror_average: bool = False
+    #: The final score of a face is ``p_O ** (1 - w) * p_R ** w`` with this ``w``, R-Net's and
+    #: O-Net's probabilities weighed together (a geometric mean at 0.5); O-Net's threshold and the
+    #: final NMS apply to that score.  0: O-Net's alone, as the paper and the reference.
+    rnet_score_weight: float = 0.0
 
 
 @dataclass
@@ -573,6 +577,8 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
     _check(all(_in_unit(t) for t in det.thresholds), loc, "detection.thresholds", "each must lie in [0, 1]")
     for key in ("nms_pnet_scale", "nms_pnet_all", "nms_rnet", "nms_onet"):
         _check(_in_unit(getattr(det, key)), loc, f"detection.{key}", f"an overlap must lie in [0, 1], got {getattr(det, key)}")
+    _check(0.0 <= det.rnet_score_weight < 1.0, loc, "detection.rnet_score_weight",
+           f"must lie in [0, 1) (1 would ignore O-Net's score), got {det.rnet_score_weight}")
     _check(det.batch_size >= 1, loc, "detection.batch_size", "must be at least 1")
     _check(det.cpu_workers >= 0, loc, "detection.cpu_workers", f"must be 0 (automatic) or more, got {det.cpu_workers}")
     _check_device(det.device, loc, "detection.device")

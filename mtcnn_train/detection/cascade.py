@@ -218,6 +218,19 @@ def pnet_strips(height: int, width: int, budget: int = PNET_STRIP_BYTES) -> list
     return strips
 
 
+def final_scores(onet_probs: torch.Tensor, rnet_probs: torch.Tensor, rnet_weight: float) -> torch.Tensor:
+    """A face's final score: ``p_O ** (1 - w) * p_R ** w`` (``detection.rnet_score_weight``).
+
+    With ``w = 0`` it is O-Net's probability unchanged (the reference); boxes O-Net could not read
+    (probability -1) keep -1, so they are never kept.  R-Net's score carries evidence of its own
+    (another crop size, another net), which a weaker O-Net's ranking can gain from.
+    """
+    if rnet_weight == 0:
+        return onet_probs
+    fused = onet_probs.clamp(min=0) ** (1.0 - rnet_weight) * rnet_probs.clamp(min=0) ** rnet_weight
+    return torch.where(onet_probs < 0, onet_probs, fused)
+
+
 def _face_and_box(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """R-Net's face logits and box offsets (our :class:`RNet` skips its landmark head); any other
     module runs its own forward."""
@@ -462,6 +475,7 @@ class Cascade:
             return result
 
         probs, offsets, points = self._classify("onet", table, image_index, boxes, width, height, clip)
+        probs = final_scores(probs, scores, cfg.rnet_score_weight)
         passed = probs > cfg.thresholds[2]
         image_index, boxes, scores = image_index[passed], boxes[passed], probs[passed]
         landmarks = landmarks_from_offsets(boxes, points[passed])

@@ -87,6 +87,7 @@ def test_overrides_nested_and_typed():
     ("train.onet.dropout=1", "train.onet.dropout: must lie in [0, 1)"),
     ("train.pnet.dropout=0.2", "train.pnet.dropout: P-Net is fully convolutional"),
     ("detection.scale_factor=1.5", "scale_factor"),
+    ("detection.rnet_score_weight=1", "detection.rnet_score_weight: must lie in [0, 1)"),
     ("detection.min_face_size=0", "detection.min_face_size"),
     ("detection.min_face_size=-10", "detection.min_face_size"),
     ("detection.min_face_size=3", "detection.min_face_size"),

@@ -232,3 +232,42 @@ def test_rnet_nms_after_regression_leaves_no_overlapping_rnet_boxes(random_nets,
     assert sum(len(after.detect(image, stages="rnet")) for image in images) > 0
     assert max(largest_overlap(after.detect(image, stages="rnet").boxes) for image in images) <= cfg.nms_rnet + 1e-5
     assert max(largest_overlap(before.detect(image, stages="rnet").boxes) for image in images) > cfg.nms_rnet
+
+
+def test_final_scores_weigh_rnet_into_onet():
+    from mtcnn_train.detection.cascade import final_scores
+
+    onet = torch.tensor([0.9, 0.25, -1.0, 0.0])
+    rnet = torch.tensor([0.4, 1.0, 0.8, 0.9])
+    assert torch.equal(final_scores(onet, rnet, 0.0), onet)  # the reference: O-Net's alone
+    fused = final_scores(onet, rnet, 0.5)
+    torch.testing.assert_close(fused, torch.tensor([0.6, 0.5, -1.0, 0.0]))  # geometric means; -1 stays
+    torch.testing.assert_close(final_scores(onet, rnet, 0.25)[:1], torch.tensor([0.9 ** 0.75 * 0.4 ** 0.25]))
+
+
+class _ConstantONet(torch.nn.Module):
+    """An O-Net that reads every crop alike: face probability ``p``, no box move, fixed points."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.logit = float(np.log(p / (1 - p)))
+
+    def forward(self, x):
+        n = len(x)
+        return torch.tensor([[0.0, self.logit]]).expand(n, 2), torch.zeros(n, 4), torch.full((n, 10), 0.5)
+
+
+def test_rnet_score_weight_ranks_by_both_nets(random_nets, test_cfg):
+    """With an O-Net that scores every face 0.64, the fused scores are R-Net's ranking: each final
+    box is an R-Net box (no regression) scored sqrt(0.64 * p_R)."""
+    pnet, rnet, _ = random_nets
+    cfg = dataclasses.replace(test_cfg, thresholds=[0.7, 0.6, 0.0], rnet_score_weight=0.5, nms_onet=1.0)
+    image = random_image(3)
+    after_r = Cascade(pnet, rnet, cfg=cfg).detect(image, stages="rnet")
+    final = Cascade(pnet, rnet, _ConstantONet(0.64), cfg=cfg).detect(image)
+    assert len(final) == len(after_r) > 1
+    order = np.argsort(-after_r.scores, kind="stable")
+    np.testing.assert_allclose(final.boxes, after_r.boxes[order], atol=1e-4)
+    np.testing.assert_allclose(final.scores, np.sqrt(0.64 * after_r.scores[order]), rtol=1e-5)
+    plain = Cascade(pnet, rnet, _ConstantONet(0.64), cfg=dataclasses.replace(cfg, rnet_score_weight=0.0)).detect(image)
+    np.testing.assert_allclose(plain.scores, 0.64, rtol=1e-5)
