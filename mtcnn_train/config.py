@@ -178,6 +178,9 @@ class StageTrainConfig:
     alpha_landmark: float = 0.5
     #: Online hard example mining: share of classification losses kept per batch (1.0 = off).
     ohem_keep_ratio: float = 0.7
+    #: Landmark faces feed the face/non-face loss too, as faces (off: the paper's β, landmark faces
+    #: feed the landmark loss only).  More faces for a net whose mined set has few.
+    landmark_faces_classify: bool = False
     optimizer: Optimizer = "adam"
     lr: float = 0.001
     momentum: float = 0.9

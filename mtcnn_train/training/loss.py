@@ -8,6 +8,10 @@ Each sample feeds only the tasks its label allows (the paper's sample type indic
     part face (-1)                          x
     landmark  (-2)                                        x
 
+(``train.<stage>.landmark_faces_classify`` adds the landmark faces to the face/non-face loss as
+faces: many more faces to learn from where the detection set's are few, at the cost of the
+paper's β.)
+
 * face/non-face: softmax cross-entropy on the two logits; online hard example mining (OHEM)
   keeps the ``floor(keep_ratio * n)`` largest of the ``n`` per-sample losses in the batch (at least
   one) and averages those; ``keep_ratio = 1`` keeps them all;
@@ -42,10 +46,13 @@ class LossWeights:
     box: float = 0.5
     landmark: float = 0.5
     ohem_keep_ratio: float = 0.7
+    #: Landmark faces also feed the face/non-face loss as faces (off: the paper's β).
+    landmark_faces_classify: bool = False
 
     @classmethod
     def from_config(cls, stage_cfg) -> "LossWeights":
-        return cls(stage_cfg.alpha_det, stage_cfg.alpha_box, stage_cfg.alpha_landmark, stage_cfg.ohem_keep_ratio)
+        return cls(stage_cfg.alpha_det, stage_cfg.alpha_box, stage_cfg.alpha_landmark, stage_cfg.ohem_keep_ratio,
+                   stage_cfg.landmark_faces_classify)
 
 
 @dataclass
@@ -58,9 +65,13 @@ class LossTerms:
     landmark: torch.Tensor
 
 
-def task_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boolean masks (N,) of the samples feeding the face/non-face, box and landmark losses."""
+def task_masks(labels: torch.Tensor, landmark_faces_classify: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boolean masks (N,) of the samples feeding the face/non-face, box and landmark losses
+    (``landmark_faces_classify``: landmark faces feed the face/non-face loss too, as faces)."""
     det = (labels == LABEL_NEGATIVE) | (labels == LABEL_POSITIVE)
+    if landmark_faces_classify:
+        det = det | (labels == LABEL_LANDMARK)
     box = (labels == LABEL_POSITIVE) | (labels == LABEL_PART)
     landmark = labels == LABEL_LANDMARK
     return det, box, landmark
@@ -123,10 +134,11 @@ def multitask_loss(logits: torch.Tensor, box_pred: torch.Tensor, landmark_pred: 
         box_targets, landmark_targets: ``(N, 4)`` and ``(N, 10)``; NaN (or anything) where unused.
     """
     logits, box_pred, landmark_pred = logits.float(), box_pred.float(), landmark_pred.float()
-    det_mask, box_mask, landmark_mask = task_masks(labels)
-    # Part and landmark samples get class 0 here only to keep cross_entropy's input valid; the
-    # mask removes them.
-    det_targets = (labels == LABEL_POSITIVE).long()
+    det_mask, box_mask, landmark_mask = task_masks(labels, weights.landmark_faces_classify)
+    # Part (and unless classified, landmark) samples get class 0 here only to keep cross_entropy's
+    # input valid; the mask removes them.
+    det_targets = (labels == LABEL_POSITIVE) | (weights.landmark_faces_classify & (labels == LABEL_LANDMARK))
+    det_targets = det_targets.long()
     ce = F.cross_entropy(logits, det_targets, reduction="none")
     det = ohem_mean(ce, det_mask, weights.ohem_keep_ratio)
     box = masked_squared_l2(box_pred, box_targets.float(), box_mask)

@@ -46,6 +46,20 @@ def test_hand_checked_values_with_ohem_and_onet_weights():
     assert terms.total.item() == pytest.approx(math.log(2.0) + 0.5 * 0.05 + 1.0 * 0.1, rel=1e-6)
 
 
+def test_landmark_faces_classified_as_faces_when_asked():
+    """``landmark_faces_classify``: the landmark sample (logits (-3, 3)) joins the face/non-face
+    loss as a face; its landmark loss is unchanged and the part face still stays out."""
+    weights = LossWeights(1.0, 0.5, 0.5, ohem_keep_ratio=1.0, landmark_faces_classify=True)
+    terms = multitask_loss(*_example(), weights)
+    ce_negative = math.log(1 + math.exp(-2.0))
+    ce_positive = math.log(2.0)
+    ce_landmark = math.log(1 + math.exp(-6.0))  # logits (-3, 3), class 1
+    assert terms.det.item() == pytest.approx((ce_negative + ce_positive + ce_landmark) / 3, rel=1e-6)
+    assert terms.landmark.item() == pytest.approx(10 * 0.01, rel=1e-6)
+    det, box, landmark = task_masks(_example()[3], landmark_faces_classify=True)
+    assert det.tolist() == [True, True, False, True] and landmark.tolist() == [False, False, False, True]
+
+
 @pytest.mark.parametrize("ratio", [0.7, 0.5, 0.33, 0.9, 1.0])
 def test_ohem_keep_count_is_exact_floor(ratio):
     for n in range(0, 200):
