@@ -275,6 +275,10 @@ class DetectionConfig:
     #: O-Net also reads each face mirrored and averages the two readings of the landmarks
     #: (test-time flip): steadier points for twice O-Net's cost; scores and boxes are unchanged.
     landmarks_mirror_average: bool = False
+    #: O-Net also reads each face mirrored and averages the two readings of the face logits and
+    #: the box offsets (test-time flip for scores and boxes; with ``landmarks_mirror_average`` the
+    #: mirrored pass is shared).
+    faces_mirror_average: bool = False
     #: The final score of a face is ``p_O ** (1 - w) * p_R ** w`` with this ``w``, R-Net's and
     #: O-Net's probabilities weighed together (a geometric mean at 0.5); O-Net's threshold and the
     #: final NMS apply to that score.  0: O-Net's alone, as the paper and the reference.

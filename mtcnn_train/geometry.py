@@ -295,6 +295,14 @@ def mirror_point_fractions(points):
     return lib.stack([1.0 - p[:, :, 0], p[:, :, 1]], -1).reshape(points.shape)
 
 
+def mirror_box_offsets(offsets):
+    """Box offsets ``(N, 4)`` (see :func:`calibrate`) read on a horizontally flipped crop, as they
+    apply to the unflipped crop: the flipped left edge is the right edge, ``(dx1, dy1, dx2, dy2) ->
+    (-dx2, dy1, -dx1, dy2)``.  Its own inverse; NumPy or torch."""
+    lib = np if isinstance(offsets, np.ndarray) else torch
+    return lib.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
+
+
 def square(boxes):
     """Grow each box to a square on its longer side, keeping its centre (NumPy or torch)."""
     w = boxes[:, 2] - boxes[:, 0]

@@ -60,8 +60,8 @@ from mtcnn_train.stages import INPUT_SIZE, STAGES, check_stage
 from mtcnn_train.devices import resolve_device
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import (
-    batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_point_fractions,
-    square)
+    batched_nms, calibrate, edges_to_inclusive, inclusive_to_edges, landmarks_from_offsets, mirror_box_offsets,
+    mirror_point_fractions, square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 from mtcnn_train.detection import BACKENDS
 from mtcnn_train.detection.side_by_side import SideBySide
@@ -421,15 +421,20 @@ class Cascade:
 
     def run_onet(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """O-Net on ``N x 3 x 48 x 48`` crops (0..255): face logits, box offsets and landmark
-        fractions ``(N, 10)``, the landmarks averaged with the mirror image's reading when
-        ``landmarks_mirror_average`` is set."""
+        fractions ``(N, 10)``, averaged with the mirror image's reading when
+        ``landmarks_mirror_average`` (landmarks) or ``faces_mirror_average`` (logits, box offsets)
+        is set."""
         net = self.nets["onet"]
         forward = net.infer if type(net) is ONet else net
         pixels = normalize(crops)
         logits, box, points = forward(pixels)
-        if self.cfg.landmarks_mirror_average:
-            _, _, mirrored = forward(pixels.flip(-1))
-            points = 0.5 * (points + mirror_point_fractions(mirrored))
+        if self.cfg.landmarks_mirror_average or self.cfg.faces_mirror_average:
+            mirrored_logits, mirrored_box, mirrored_points = forward(pixels.flip(-1))
+            if self.cfg.landmarks_mirror_average:
+                points = 0.5 * (points + mirror_point_fractions(mirrored_points))
+            if self.cfg.faces_mirror_average:
+                logits = 0.5 * (logits + mirrored_logits)
+                box = 0.5 * (box + mirror_box_offsets(mirrored_box))
         return logits, box, points
 
     # ---- the stages ------------------------------------------------------------------------

@@ -211,6 +211,21 @@ def test_mirror_point_fractions_follow_the_flipped_pixels():
     np.testing.assert_allclose(g.mirror_point_fractions(flat).numpy(), out.reshape(1, 10), atol=1e-6)
 
 
+def test_mirror_box_offsets_calibrate_the_flipped_crop_to_the_flipped_face():
+    from mtcnn_train.geometry import mirror_boxes
+
+    crop, face = np.array([[20.0, 10, 60, 50]]), np.array([[25.0, 12, 58, 49]])
+    width = 100
+    # What a net reads on the flipped crop: the offsets of the flipped face from the flipped crop.
+    flipped = g.box_offsets(mirror_boxes(crop, width), mirror_boxes(face, width))
+    read_back = g.mirror_box_offsets(flipped)
+    np.testing.assert_allclose(read_back, g.box_offsets(crop, face), atol=1e-9)
+    np.testing.assert_allclose(g.calibrate(crop, read_back), face, atol=1e-9)
+    np.testing.assert_allclose(g.mirror_box_offsets(read_back), flipped)  # its own inverse
+    as_torch = g.mirror_box_offsets(torch.from_numpy(flipped))
+    np.testing.assert_allclose(as_torch.numpy(), read_back, atol=1e-9)
+
+
 def test_mirror_boxes_flips_pixel_edges_and_is_its_own_inverse():
     from mtcnn_train.geometry import mirror_boxes
 

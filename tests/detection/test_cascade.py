@@ -179,6 +179,47 @@ def test_mirror_average_changes_only_the_landmarks(random_nets, test_cfg):
     assert np.abs(averaged.landmarks - plain.landmarks).max() > 1e-3
 
 
+class _HalfReadingONet(torch.nn.Module):
+    """An O-Net whose face logit is the mean brightness of the crop's left half and whose box
+    offsets are fixed: the mirrored crop reads the right half, and ``(0.1, 0, 0.3, 0)`` back."""
+
+    def __init__(self, onet):
+        super().__init__()
+        self.onet = onet
+
+    def forward(self, x):
+        _, _, points = self.onet(x)
+        left = x[:, :, :, : x.shape[-1] // 2].mean((1, 2, 3))
+        logits = torch.stack([-left, left], 1)
+        return logits, torch.tensor([[0.1, 0.0, 0.3, 0.0]]).expand(len(x), 4), points
+
+
+def test_faces_mirror_average_averages_the_flipped_reading_of_scores_and_boxes(random_nets, test_cfg):
+    pnet, rnet, onet = random_nets
+    half = _HalfReadingONet(onet)
+    crops = torch.full((2, 3, 48, 48), 200.0)
+    crops[:, :, :, :24] = 40.0  # a dark left half
+    left, right = (40.0 - 127.5) / 128, (200.0 - 127.5) / 128
+    plain = Cascade(pnet, rnet, half, cfg=test_cfg).run_onet(crops)
+    averaged = Cascade(pnet, rnet, half, cfg=dataclasses.replace(test_cfg, faces_mirror_average=True)).run_onet(crops)
+    np.testing.assert_allclose(plain[0][:, 1], [left, left], atol=1e-6)
+    # the mirrored crop's left half is the bright one
+    np.testing.assert_allclose(averaged[0][:, 1], [(left + right) / 2] * 2, atol=1e-6)
+    # (0.1, 0, 0.3, 0) and its mirror reading (-0.3, 0, -0.1, 0): the box grows evenly both ways
+    np.testing.assert_allclose(plain[1], [[0.1, 0.0, 0.3, 0.0]] * 2, atol=1e-6)
+    np.testing.assert_allclose(averaged[1], [[-0.1, 0.0, 0.1, 0.0]] * 2, atol=1e-6)
+    torch.testing.assert_close(averaged[2], plain[2])  # landmarks stay one reading
+
+
+def test_faces_mirror_average_rescores_detections(random_nets, test_cfg):
+    image = random_image(3)
+    plain = Cascade(*random_nets, cfg=test_cfg).detect(image)
+    averaged = Cascade(*random_nets, cfg=dataclasses.replace(test_cfg, faces_mirror_average=True)).detect(image)
+    assert len(plain) > 0 and len(averaged) > 0
+    # a random net is not mirror-symmetric, so the averaged scores differ
+    assert not np.allclose(np.sort(averaged.scores)[-1], np.sort(plain.scores)[-1])
+
+
 def _bright_window_pnet(threshold: float) -> PNet:
     """A P-Net whose face score says 'the whole 12 px window is bright': its conv1 takes minus the
     3x3 mean, so max pooling keeps the darkest corner, and the face logit rises above
