@@ -278,12 +278,13 @@ def mirror_box_offsets(offsets):
     return lib.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
 
 
-def mirror_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+def mirror_boxes(boxes, width: float):
     """Boxes ``(x1, y1, x2, y2)`` as they lie in the horizontally flipped image of ``width``
     pixels (edge coordinates: pixel column ``c`` spans ``[c, c + 1)`` and becomes
-    ``[width - c - 1, width - c)``).  Its own inverse."""
-    boxes = np.asarray(boxes).reshape(-1, 4)
-    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    ``[width - c - 1, width - c)``).  Its own inverse; NumPy (or anything array-like) or torch."""
+    lib = torch if isinstance(boxes, torch.Tensor) else np
+    boxes = boxes.reshape(-1, 4) if lib is torch else np.asarray(boxes).reshape(-1, 4)
+    return lib.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
 
 
 def mirror_point_fractions(points):
@@ -298,9 +299,8 @@ def mirror_point_fractions(points):
 def mirror_box_offsets(offsets):
     """Box offsets ``(N, 4)`` (see :func:`calibrate`) read on a horizontally flipped crop, as they
     apply to the unflipped crop: the flipped left edge is the right edge, ``(dx1, dy1, dx2, dy2) ->
-    (-dx2, dy1, -dx1, dy2)``.  Its own inverse; NumPy or torch."""
-    lib = np if isinstance(offsets, np.ndarray) else torch
-    return lib.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
+    (-dx2, dy1, -dx1, dy2)``: :func:`mirror_boxes` about ``x = 0``.  Its own inverse; NumPy or torch."""
+    return mirror_boxes(offsets, 0.0)
 
 
 def square(boxes):

@@ -48,10 +48,12 @@ MINED_FLOAT_ARRAYS = ("boxes", "crops")
 
 def _mined_set(folder: Path) -> tuple[dict[str, str], dict[str, list]]:
     """A mined set's digests (files of integer data) and its float arrays as numbers."""
-    digests = {name: digest for name, digest in _file_digests(folder, "*.npy").items()
-               if name.split(".")[-2] not in MINED_FLOAT_ARRAYS}
-    floats = {str(p.relative_to(folder)): np.load(p).tolist()
-              for p in sorted(folder.glob("*.npy")) if p.name.split(".")[-2] in MINED_FLOAT_ARRAYS}
+    digests, floats = {}, {}
+    for name, digest in _file_digests(folder, "*.npy").items():
+        if name.split(".")[-2] in MINED_FLOAT_ARRAYS:
+            floats[name] = np.load(folder / name).tolist()
+        else:
+            digests[name] = digest
     return digests, floats
 
 
