@@ -149,7 +149,10 @@ class PNet(nn.Module):
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         x = max_pool(self.pool1, F.prelu(F.conv2d(pixels, conv1_w, conv1_b), prelu1_w))
         x = self.prelu3(self.conv3(self.prelu2(F.conv2d(x, conv2_w, self.conv2.bias))))
-        heads = F.conv2d(x, heads_w, heads_b)
+        # A 1x1 kernel's dilation changes nothing but PyTorch's choice of kernel: one thread, one
+        # image and a 1x1 kernel otherwise take its slow im2col path (2.2x slower here); with a
+        # dilation, oneDNN runs, as it does anyway with two threads.
+        heads = F.conv2d(x, heads_w, heads_b, dilation=2 if x.device.type == "cpu" else 1)
         return heads[:, :2], heads[:, 2:6]
 
 
