@@ -15,6 +15,8 @@ both detectors in turn (interleaved, so load from other processes hits both alik
 round counts.  Our cascade uses ``crop_border=clip`` (facenet-pytorch's crops); outputs are
 compared on every run (boxes matched at IoU >= 0.95 both ways, landmarks within 2 px).
 
+``--backends torch,torch-packed`` adds our cascade with ``detection.packed_pyramid`` (P-Net once
+over all pyramid levels of an image, packed into one canvas) as a further row.
 ``--backends torch,onnx,onnx-int8`` adds our cascade on onnxruntime (fp32, and with the int8 nets
 of ``export --format onnx --int8``, calibrated on ``--calibration`` sample folders) as further rows,
 timed in the same interleaved rounds (onnxruntime needs to be installed in the venv; its threads
@@ -23,6 +25,7 @@ follow ``--threads``).  The int8 rows' "boxes matched" show how far int8 moves t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -103,7 +106,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--modes", default="single,batched")
     parser.add_argument("--backends", default="torch",
-                        help="our cascades to time: torch, onnx, onnx-int8 (comma-separated; onnx ones on the CPU)")
+                        help="our cascades to time: torch, torch-packed, onnx, onnx-int8 (comma-separated; onnx ones on the CPU)")
     parser.add_argument("--calibration", type=Path, action="append", default=[],
                         help="sample folder(s) for the onnx-int8 backend's calibration (repeatable)")
     parser.add_argument("--int8-nets", default="rnet,onet", help="nets the onnx-int8 backend quantises")
@@ -150,8 +153,10 @@ def main() -> None:
     rows = []
     for device in devices:
         cfg = DetectionConfig(crop_border="clip", batch_size=args.batch)
-        ours = {backend: Cascade.load(export_dirs.get(backend, weights), cfg, backend=backend, device=device)
-                for backend in backends if backend == "torch" or device == "cpu"}
+        packed_cfg = dataclasses.replace(cfg, packed_pyramid=True)
+        ours = {backend: Cascade.load(weights, packed_cfg, backend="torch", device=device) if backend == "torch-packed"
+                else Cascade.load(export_dirs.get(backend, weights), cfg, backend=backend, device=device)
+                for backend in backends if backend.startswith("torch") or device == "cpu"}
         theirs = MTCNN(keep_all=True, device=device, min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709)
         for im in originals[:2]:  # warm-up: allocator, kernels
             theirs.detect(im, landmarks=True)

@@ -117,7 +117,8 @@ if want detect_speed; then
     elif [ $TINY = 1 ]; then
         run detect_speed 300 "$FPY" benchmarks/detect_speed.py --wider "$WIDER" --images 4 --batch 2 --rounds 1 --devices cpu --threads 1
     else
-        run detect_speed 150 "$FPY" benchmarks/detect_speed.py --wider "$WIDER" --images 32 --batch 16 --rounds 2 --devices cuda
+        run detect_speed 150 "$FPY" benchmarks/detect_speed.py --wider "$WIDER" --images 32 --batch 16 --rounds 2 --devices cuda \
+            --backends torch,torch-packed
     fi
 fi
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 PARTS = ("detect_speed", "train_throughput", "pipeline")
 
-_DETECT_ROW = re.compile(r"^\|\s*(cpu|cuda\S*)\s*\|\s*(\w+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)x\s*\|"
+# device | mode | [our backend |] facenet img/s | ours img/s | speed-up | CPU speed-up | boxes matched
+_DETECT_ROW = re.compile(r"^\|\s*(cpu|cuda\S*)\s*\|\s*(\w+)\s*\|(?:\s*([A-Za-z][\w-]*)\s*\|)?"
+                         r"\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)x\s*\|"
                          r"\s*([\d.]+)x\s*\|\s*(\d+)/(\d+)\s*/\s*(\d+)/(\d+)\s*\|")
 _THROUGHPUT_ROW = re.compile(r"^(pnet|rnet|onet)\s+(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")
 _STAGE_LINE = re.compile(r"\[\d+/\d+\]\s+(\w+) (samples|trained)\b.*\((\d+) s\)")
@@ -27,10 +29,11 @@ def parse_detect_speed(log: str) -> list[dict]:
     for line in log.splitlines():
         m = _DETECT_ROW.match(line.strip())
         if m:
-            rows.append({"device": m[1], "mode": m[2], "facenet_img_s": float(m[3]), "ours_img_s": float(m[4]),
-                         "speedup_wall": float(m[5]), "speedup_cpu": float(m[6]),
-                         "facenet_boxes_matched": int(m[7]), "facenet_boxes": int(m[8]),
-                         "ours_boxes_matched": int(m[9]), "ours_boxes": int(m[10])})
+            rows.append({"device": m[1], "mode": m[2], "backend": m[3] or "torch",
+                         "facenet_img_s": float(m[4]), "ours_img_s": float(m[5]),
+                         "speedup_wall": float(m[6]), "speedup_cpu": float(m[7]),
+                         "facenet_boxes_matched": int(m[8]), "facenet_boxes": int(m[9]),
+                         "ours_boxes_matched": int(m[10]), "ours_boxes": int(m[11])})
     return rows
 
 
@@ -100,9 +103,9 @@ def markdown(summary: dict) -> str:
     detect = summary["parts"].get("detect_speed", {}).get("results") or []
     if detect:
         lines += ["", "## Detection speed (ours vs facenet-pytorch)", "",
-                  "| device | mode | facenet-pytorch img/s | ours img/s | speed-up (wall) | speed-up (CPU) | boxes matched (theirs / ours) |",
-                  "|---|---|---:|---:|---:|---:|---|"]
-        lines += [f"| {r['device']} | {r['mode']} | {r['facenet_img_s']:.2f} | {r['ours_img_s']:.2f} | {r['speedup_wall']:.2f}x "
+                  "| device | mode | ours | facenet-pytorch img/s | ours img/s | speed-up (wall) | speed-up (CPU) | boxes matched (theirs / ours) |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
+        lines += [f"| {r['device']} | {r['mode']} | {r['backend']} | {r['facenet_img_s']:.2f} | {r['ours_img_s']:.2f} | {r['speedup_wall']:.2f}x "
                   f"| {r['speedup_cpu']:.2f}x | {r['facenet_boxes_matched']}/{r['facenet_boxes']} / "
                   f"{r['ours_boxes_matched']}/{r['ours_boxes']} |" for r in detect]
     throughput = summary["parts"].get("train_throughput", {}).get("results") or []

@@ -268,6 +268,10 @@ class DetectionConfig:
     #: many at a time, each on one thread; 0: as many as torch's intra-op threads.  1: one at a time,
     #: each op on torch's threads (the small ops of the cascade barely gain from that).
     cpu_workers: int = 0
+    #: P-Net runs once over all pyramid levels of an image, packed into one canvas
+    #: (:mod:`mtcnn_train.detection.packing`), instead of once per level; the same outputs.  Pays
+    #: where each call costs (a GPU); on the CPU it is no faster (docs/BENCHMARKS.md).
+    packed_pyramid: bool = False
     #: How R-Net and O-Net crops treat boxes that stick out of the image: ``zero`` reads the
     #: outside as black pixels (the original MTCNN and our training crops), ``clip`` crops only
     #: the visible part and stretches it (facenet-pytorch; use it for parity with that package).

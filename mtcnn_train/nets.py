@@ -132,8 +132,8 @@ class PNet(nn.Module):
         pooled = -(-(height - 2) // 2) * -(-(width - 2) // 2)
         return pixels.device.type == "cpu" and (pixels.shape[0] > 1 or self.conv2.in_channels * pooled > 20480)
 
-    def face_and_box_from_pixels(self, pixels: torch.Tensor,
-                                 weights: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def face_and_box_from_pixels(self, pixels: torch.Tensor, weights: tuple[torch.Tensor, ...] | None = None,
+                                 fill_lines=()) -> tuple[torch.Tensor, torch.Tensor]:
         """Face logits and box offsets on raw 0..255 pixels (a pyramid level): the cascade's path.
 
         With :meth:`pixel_weights` (``weights``, else computed here): normalisation folded into
@@ -141,13 +141,18 @@ class PNet(nn.Module):
         over the largest maps.  On the CPU the maps are channels-last and, where
         :meth:`lanes_pay`, ``conv1``'s channels padded to 16: PReLU and max pooling over 10
         interleaved channels do not vectorise and took longer than the convolutions.
+        ``fill_lines``: rectangles ``(row0, row1, col0, col1)`` of ``conv1``'s map set to ``-inf``
+        before the pooling (a packed pyramid's level edges, :mod:`mtcnn_train.detection.packing`).
         """
         if weights is None:
             weights = self.pixel_weights(lanes=self.lanes_pay(pixels))
         conv1_w, conv1_b, prelu1_w, conv2_w, heads_w, heads_b = weights
         if pixels.device.type == "cpu":
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        x = max_pool(self.pool1, F.prelu(F.conv2d(pixels, conv1_w, conv1_b), prelu1_w))
+        x = F.prelu(F.conv2d(pixels, conv1_w, conv1_b), prelu1_w)
+        for row0, row1, col0, col1 in fill_lines:
+            x[:, :, row0:row1, col0:col1] = float("-inf")
+        x = max_pool(self.pool1, x)
         x = self.prelu3(self.conv3(self.prelu2(F.conv2d(x, conv2_w, self.conv2.bias))))
         # A 1x1 kernel's dilation changes nothing but PyTorch's choice of kernel: one thread, one
         # image and a 1x1 kernel otherwise take its slow im2col path (2.2x slower here); with a

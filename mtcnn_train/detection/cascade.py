@@ -15,7 +15,8 @@ whose published weights were tuned with it), so imported weights give the refere
 * pyramid: scales ``12 / min_face * factor^k`` while the shorter side stays >= 12 px, each level
   resized to ``int(side * scale + 1)`` with area averaging (a first scale above 1 when
   ``min_face < 12`` grows the image, as the reference's ``F.interpolate`` does); on the CPU P-Net
-  runs over a large level in row strips (:func:`pnet_strips`), with the same output;
+  runs over a large level in row strips (:func:`pnet_strips`), with the same output, and with
+  ``detection.packed_pyramid`` once over all levels packed into one canvas (:mod:`packing`);
 * P-Net cell ``(x, y)`` covers the 12x12 window at stride 2.  How that window maps back to the
   image is the P-Net's **window rule**, recorded in its checkpoint (:data:`WINDOW_RULES`):
 
@@ -64,6 +65,7 @@ from mtcnn_train.geometry import (
     mirror_point_fractions, square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 from mtcnn_train.detection import BACKENDS
+from mtcnn_train.detection.packing import lines_in_rows, pack_levels
 from mtcnn_train.detection.side_by_side import SideBySide
 from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, is_int8_export, load_onnx_nets
 from mtcnn_train.nets import ONet, PNet, RNet, normalize
@@ -177,17 +179,24 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int, clip: bool) -> to
     return windows
 
 
-def _pnet_maps(net: nn.Module, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pnet_maps(net: nn.Module, level: torch.Tensor, fill_lines=(), map_strips=None) -> tuple[torch.Tensor, torch.Tensor]:
     """P-Net's face logits and box offsets on a pyramid level of raw 0..255 pixels: our
-    :class:`PNet`'s fused path, on the CPU in row strips (:func:`pnet_strips`); any other module
-    (an ONNX net, a subclass with its own forward) runs its forward on normalised pixels."""
+    :class:`PNet`'s fused path, on the CPU in row strips (:func:`pnet_strips`, run by
+    ``map_strips`` when given, e.g. side by side); any other module (an ONNX net, a subclass with
+    its own forward) runs its forward on normalised pixels.  ``fill_lines``: a packed pyramid's
+    ``conv1`` lines (:func:`packing.ceil_lines`), our :class:`PNet` only."""
     if type(net) is not PNet:
         return net(normalize(level))[:2]
     if level.device.type != "cpu":
-        return net.face_and_box_from_pixels(level)
+        return net.face_and_box_from_pixels(level, fill_lines=fill_lines)
     weights = net.pixel_weights(lanes=net.lanes_pay(level))
-    parts = [net.face_and_box_from_pixels(level[:, :, top:bottom], weights) for top, bottom in
-             pnet_strips(level.shape[2], level.shape[3])]
+
+    def strip_maps(rows: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        top, bottom = rows  # the strip's conv1 map holds the level's conv1 rows top .. bottom - 3
+        return net.face_and_box_from_pixels(level[:, :, top:bottom], weights, lines_in_rows(fill_lines, top, bottom - 2))
+
+    strips = pnet_strips(level.shape[2], level.shape[3])
+    parts = map_strips(strip_maps, strips) if map_strips is not None else [strip_maps(rows) for rows in strips]
     if len(parts) == 1:
         return parts[0]
     return torch.cat([p[0] for p in parts], 2), torch.cat([p[1] for p in parts], 2)
@@ -495,23 +504,42 @@ class Cascade:
             return resize_area(table, *size)
         return F.interpolate(pixels.float(), size=size, mode="area")
 
+    def _packed_canvas(self, pixels: torch.Tensor, table: torch.Tensor | None, packed) -> torch.Tensor:
+        """The pyramid's levels placed in one canvas as ``packed`` (:func:`packing.pack_levels`)
+        lays them out; the rest is zeros (its P-Net outputs are not read)."""
+        batch = pixels.shape[0]
+        canvas = torch.zeros((batch, *packed.canvas, 3), device=self.device).permute(0, 3, 1, 2)  # channels-last
+        for (level_height, level_width), (top, left) in zip(packed.sizes, packed.offsets):
+            canvas[:, :, top:top + level_height, left:left + level_width] = self._resize(
+                pixels, table, (level_height, level_width))
+        return canvas
+
     def _run_pnet(self, pixels: torch.Tensor, table: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """P-Net over the pyramid: per-scale NMS, cross-scale NMS, regression, squaring."""
         cfg = self.cfg
         pnet = self.nets["pnet"]
         batch, _, height, width = pixels.shape
 
-        def level_candidates(level_index: int, scale: float) -> tuple[torch.Tensor, ...]:
-            level = self._resize(pixels, table, scaled_size(height, width, scale))
-            logits, offsets = _pnet_maps(pnet, level)
+        def candidates(level_index: int, scale: float, logits: torch.Tensor, offsets: torch.Tensor):
             probs = torch.softmax(logits, dim=1)[:, 1]
             image_index, windows, scores, cell_offsets = pnet_candidates(
                 probs, offsets, scale, cfg.thresholds[0], self.pnet_window, (height, width))
             return image_index, windows, scores, cell_offsets, torch.full_like(image_index, level_index)
 
-        # Largest level first: side by side, the first level takes about as long as all the others.
+        def level_candidates(level_index: int, scale: float) -> tuple[torch.Tensor, ...]:
+            level = self._resize(pixels, table, scaled_size(height, width, scale))
+            return candidates(level_index, scale, *_pnet_maps(pnet, level))
+
         scales = pyramid_scales(height, width, cfg.min_face_size, cfg.scale_factor)
-        found = self.pieces.map(lambda level: level_candidates(*level), list(enumerate(scales)))
+        if cfg.packed_pyramid and type(pnet) is PNet and scales:  # one P-Net call for all levels
+            packed = pack_levels([scaled_size(height, width, scale) for scale in scales])
+            logits, offsets = _pnet_maps(pnet, self._packed_canvas(pixels, table, packed), packed.lines, self.pieces.map)
+            found = []
+            for level_index, scale in enumerate(scales):
+                rows, cols = packed.output_window(level_index)
+                found.append(candidates(level_index, scale, logits[:, :, rows, cols], offsets[:, :, rows, cols]))
+        else:  # largest level first: side by side, the first takes about as long as all the others
+            found = self.pieces.map(lambda level: level_candidates(*level), list(enumerate(scales)))
         if not found or sum(len(f[0]) for f in found) == 0:
             empty = torch.zeros((0, 4), device=self.device)
             return torch.zeros(0, dtype=torch.long, device=self.device), empty, torch.zeros(0, device=self.device)

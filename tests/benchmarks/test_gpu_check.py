@@ -67,3 +67,26 @@ def test_gpu_check_reports_failed_part(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["parts"]) == ["pipeline"] and summary["failed"] == ["pipeline"]
     assert summary["parts"]["pipeline"]["error"].startswith("exit ")
+
+
+def test_summary_reads_detect_speed_rows_with_and_without_a_backend_column():
+    """detect_speed.py prints an "ours" column (torch, torch-packed, onnx...); older logs had none."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gpu_check_summary import parse_detect_speed
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    log = "\n".join([
+        "| device | mode | ours | facenet-pytorch img/s | ours img/s | speed-up (wall) | speed-up (CPU time) | boxes matched (theirs / ours) |",
+        "|---|---|---|---|---|---|---|---|",
+        "| cuda | single | torch | 20.10 | 61.00 | 3.03x | 2.90x | 134/134 / 134/134 |",
+        "| cuda | batched | torch-packed | 25.00 | 90.50 | 3.62x | 3.10x | 120/121 / 121/122 |",
+        "| cpu | single | 2.80 | 6.38 | 2.28x | 2.27x | 134/134 / 134/134 |",
+    ])
+    rows = parse_detect_speed(log)
+    assert [(r["device"], r["mode"], r["backend"]) for r in rows] == [
+        ("cuda", "single", "torch"), ("cuda", "batched", "torch-packed"), ("cpu", "single", "torch")]
+    assert rows[1]["ours_img_s"] == 90.5 and rows[1]["speedup_wall"] == 3.62
+    assert (rows[1]["facenet_boxes_matched"], rows[1]["facenet_boxes"], rows[1]["ours_boxes_matched"],
+            rows[1]["ours_boxes"]) == (120, 121, 121, 122)
+    assert rows[2]["speedup_cpu"] == 2.27

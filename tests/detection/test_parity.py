@@ -26,11 +26,13 @@ def wider_images(root, count: int):
     return [record.image_path for record in read_wider(*wider_paths(root, "train"))[:count]]
 
 
-def test_parity_with_facenet_pytorch(tmp_path):
+@pytest.mark.parametrize("packed", [False, True], ids=["per-level", "packed-pyramid"])
+def test_parity_with_facenet_pytorch(tmp_path, packed):
     facenet = pytest.importorskip("facenet_pytorch")
     root = shared_path("wider_face")
     import_facenet_weights(None, tmp_path / "weights")
-    cfg = DetectionConfig(crop_border="clip", device="cpu")  # facenet-pytorch crops clip to the image
+    # facenet-pytorch crops clip to the image
+    cfg = DetectionConfig(crop_border="clip", device="cpu", packed_pyramid=packed)
     ours = Cascade.from_run_dir(tmp_path / "weights", cfg, device="cpu")
     theirs = facenet.MTCNN(keep_all=True, device="cpu", min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709)
     total: dict = {}
