@@ -270,7 +270,8 @@ class DetectionConfig:
     cpu_workers: int = 0
     #: P-Net runs once over all pyramid levels of an image, packed into one canvas
     #: (:mod:`mtcnn_train.detection.packing`), instead of once per level; the same outputs.  Pays
-    #: where each call costs (a GPU); on the CPU it is no faster (docs/BENCHMARKS.md).
+    #: where each call costs (a GPU); on the CPU it is no faster (docs/BENCHMARKS.md).  The canvas
+    #: holds every level at once: about 2.5x the pixels of the largest level.
     packed_pyramid: bool = False
     #: How R-Net and O-Net crops treat boxes that stick out of the image: ``zero`` reads the
     #: outside as black pixels (the original MTCNN and our training crops), ``clip`` crops only

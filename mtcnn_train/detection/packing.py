@@ -11,7 +11,7 @@ outputs that are never read.  Offsets are even, so the canvas's pooling windows 
 level's own do.
 
 On a GPU this turns a dozen small calls into one; on the CPU it is no faster (the large levels
-dominate there, and the canvas wastes about a quarter of its area): docs/BENCHMARKS.md.
+dominate there, and the canvas wastes about a fifth of its area): docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 

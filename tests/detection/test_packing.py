@@ -29,7 +29,7 @@ def test_levels_lie_apart_at_even_offsets_inside_the_canvas(size):
         assert top + height <= canvas_height and left + width <= canvas_width
         taken[top:top + height, left:left + width] += 1
     assert taken.max() == 1  # no two levels share a pixel
-    # The canvas wastes no more than half of its area (shelves of a 0.709 pyramid waste about a quarter).
+    # The canvas wastes no more than half of its area (shelves of a 0.709 pyramid waste about a fifth).
     assert taken.sum() / taken.size > 0.5
 
 
