@@ -65,7 +65,7 @@ from mtcnn_train.geometry import (
     mirror_point_fractions, square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 from mtcnn_train.detection import BACKENDS
-from mtcnn_train.detection.packing import lines_in_rows, pack_levels
+from mtcnn_train.detection.packing import lines_in_rows, pack_levels, pnet_output_side
 from mtcnn_train.detection.side_by_side import SideBySide
 from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, is_int8_export, load_onnx_nets
 from mtcnn_train.nets import ONet, PNet, RNet, normalize
@@ -213,7 +213,7 @@ def pnet_strips(height: int, width: int, budget: int = PNET_STRIP_BYTES) -> list
     maps (37 MB for a 950 x 615 level) are fresh memory the kernel has to map and zero on every
     call, which cost more than the arithmetic; a strip stays in the caches.
     """
-    out_rows = -(-(height - 2) // 2) - 4  # conv1, ceil-mode pooling, then conv2 and conv3 (3x3 each)
+    out_rows = pnet_output_side(height)
     per_strip = max(8, budget // (PNET_STRIDE * width * 16 * 4))  # 16 float channels per pixel
     if out_rows <= per_strip:
         return [(0, height)]
