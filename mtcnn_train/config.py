@@ -269,7 +269,8 @@ class DetectionConfig:
     #: each op on torch's threads (the small ops of the cascade barely gain from that).
     cpu_workers: int = 0
     #: P-Net runs once over all pyramid levels of an image, packed into one canvas
-    #: (:mod:`mtcnn_train.detection.packing`), instead of once per level; the same outputs.  Pays
+    #: (:mod:`mtcnn_train.detection.packing`), instead of once per level; the same outputs.  The
+    #: PyTorch backend only (ONNX nets keep one call per level).  Pays
     #: where each call costs (a GPU); on the CPU it is no faster (docs/BENCHMARKS.md).  The canvas
     #: holds every level at once: about 2.5x the pixels of the largest level.
     packed_pyramid: bool = False

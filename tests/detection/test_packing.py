@@ -105,3 +105,22 @@ def test_cascade_with_a_packed_pyramid_finds_the_same_faces(batch, tmp_path):
             assert len(plain) == len(packed)
             np.testing.assert_allclose(packed.boxes, plain.boxes, atol=1e-3)
             np.testing.assert_allclose(packed.scores, plain.scores, atol=1e-5)
+
+
+def test_nets_without_the_fused_path_keep_one_call_per_level():
+    """A P-Net that is not our PNet (an ONNX net, a subclass) runs level by level even when packing is on."""
+    from mtcnn_train.nets import PNet
+
+    class OwnForward(PNet):
+        calls = 0
+
+        def forward(self, x):
+            OwnForward.calls += 1
+            return super().forward(x)
+
+    pnet = OwnForward()
+    pnet.load_state_dict(make_random_nets(0)[0].state_dict())
+    image = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    cascade = Cascade(pnet, cfg=DetectionConfig(min_face_size=15, packed_pyramid=True, device="cpu"), device="cpu")
+    cascade.detect(image, stages="pnet")
+    assert OwnForward.calls == len(pyramid_scales(90, 120, 15, 0.709)) > 1
