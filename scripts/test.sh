@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev,onnx]"
+.venv/bin/pip install -q --disable-pip-version-check -c tests/constraints.txt -e ".[dev,onnx]"
 set +e
 # One worker per core (pytest-xdist), a test file per worker at a time: the suite is mostly
 # single-threaded subprocess work, so two cores halve much of it (measured: 314 s instead of
