@@ -65,13 +65,11 @@ from mtcnn_train.geometry import (
     mirror_point_fractions, square)
 from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 from mtcnn_train.detection import BACKENDS
-from mtcnn_train.detection.packing import lines_in_rows, pack_levels, pnet_output_side
+from mtcnn_train.detection.packing import PNET_CELL, PNET_STRIDE, lines_in_rows, pack_levels, pnet_output_side
 from mtcnn_train.detection.side_by_side import SideBySide
 from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, is_int8_export, load_onnx_nets
 from mtcnn_train.nets import ONet, PNet, RNet, normalize
 
-PNET_STRIDE = 2
-PNET_CELL = 12
 #: How a P-Net output cell maps back to image pixels (module docstring); checkpoints record theirs.
 WINDOW_RULES = ("reference", "exact")
 #: Bytes of P-Net's first activation per row strip of a pyramid level on the CPU (:func:`pnet_strips`).

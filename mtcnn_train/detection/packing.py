@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: P-Net's output stride and window (as in :mod:`mtcnn_train.detection.cascade`).
-_STRIDE = 2
-_CELL = 12
+#: P-Net's output stride and window (the cascade reads them from here).
+PNET_STRIDE = 2
+PNET_CELL = 12
 
 
 def _even(value: int) -> int:
@@ -39,14 +39,14 @@ class PackedPyramid:
     def output_window(self, level: int) -> tuple[slice, slice]:
         """Rows and columns of P-Net's output map that are this level's output map."""
         (height, width), (top, left) = self.sizes[level], self.offsets[level]
-        return (slice(top // _STRIDE, top // _STRIDE + pnet_output_side(height)),
-                slice(left // _STRIDE, left // _STRIDE + pnet_output_side(width)))
+        return (slice(top // PNET_STRIDE, top // PNET_STRIDE + pnet_output_side(height)),
+                slice(left // PNET_STRIDE, left // PNET_STRIDE + pnet_output_side(width)))
 
 
 def pnet_output_side(side: int) -> int:
     """P-Net's output cells along a side of ``side`` pixels: ``conv1`` (3x3), ceil-mode 2x2
     pooling, then ``conv2`` and ``conv3`` (3x3 each)."""
-    return -(-(side - 2) // _STRIDE) - 4
+    return -(-(side - 2) // PNET_STRIDE) - 4
 
 
 def pack_levels(sizes: list[tuple[int, int]]) -> PackedPyramid:
@@ -58,8 +58,8 @@ def pack_levels(sizes: list[tuple[int, int]]) -> PackedPyramid:
     """
     if not sizes:
         raise ValueError("no pyramid levels to pack")
-    if any(min(size) < _CELL for size in sizes):
-        raise ValueError(f"every level needs at least {_CELL} px a side, got {sizes}")
+    if any(min(size) < PNET_CELL for size in sizes):
+        raise ValueError(f"every level needs at least {PNET_CELL} px a side, got {sizes}")
     canvas_width = max(width for _, width in sizes)
     offsets = []
     shelf_top, shelf_height, cursor = 0, 0, canvas_width  # a full shelf: the first level opens one
