@@ -188,6 +188,10 @@ class StageTrainConfig:
     #: Dropout on the fully connected layer of R-Net or O-Net during training (0 = off; P-Net has
     #: no such layer).  Inference and checkpoints are unchanged.
     dropout: float = 0.0
+    #: Keep an exponential moving average of the weights (decay per optimizer step; 0 = off, e.g.
+    #: 0.999 averages over about the last 1,000 steps).  Validation, the detection measure and the
+    #: saved weights use the average; training steps use the raw weights.
+    ema_decay: float = 0.0
     lr_schedule: LrSchedule = "cosine"
     #: Epochs at which the step schedule multiplies the rate by lr_gamma.
     lr_milestones: list[int] = field(default_factory=list)
@@ -569,6 +573,7 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         _check(0.0 <= t.dropout < 1.0, loc, f"{p}.dropout", f"must lie in [0, 1), got {t.dropout}")
         _check(t.dropout == 0 or stage != "pnet", loc, f"{p}.dropout",
                "P-Net is fully convolutional: it has no fully connected layer to drop out")
+        _check(0.0 <= t.ema_decay < 1.0, loc, f"{p}.ema_decay", f"must lie in [0, 1), got {t.ema_decay}")
         _check(t.epochs >= 1, loc, f"{p}.epochs", f"must be at least 1, got {t.epochs}")
         _check(t.batch_size >= 1, loc, f"{p}.batch_size", f"must be at least 1, got {t.batch_size}")
         _check(0.0 <= t.val_fraction < 1.0, loc, f"{p}.val_fraction", f"must lie in [0, 1), got {t.val_fraction}")

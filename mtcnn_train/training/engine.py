@@ -74,6 +74,7 @@ def train_steps(run: StageRun, epoch: int, start: int, stop: int,
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
+        run.update_ema()
         sums.add_batch(logits.detach(), box_pred.detach(), landmark_pred.detach(), batch.labels, batch.boxes,
                        batch.landmarks, terms)
         yield step, terms
@@ -89,10 +90,11 @@ def evaluate(run: StageRun, indices: torch.Tensor | None = None) -> dict[str, fl
     size = run.batch_size * EVAL_BATCH_FACTOR
     chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
     sums = MetricSums(run.device)
-    run.net.eval()
+    net = run.eval_net
+    net.eval()
     for batch in run.data.batches(chunks, augment=False):
         with run.autocast():
-            outputs = run.net(batch.images)
+            outputs = net(batch.images)
         sums.add_batch(*flatten_outputs(outputs), batch.labels, batch.boxes, batch.landmarks)
     distributed.all_reduce_sum(sums.values, run.ctx)
     return sums.summary(run.weights)

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mtcnn_train.checkpoint import init_record, load_stage_net
 from mtcnn_train.config import Config, StageTrainConfig
@@ -49,6 +50,18 @@ class StageRun:
     steps_per_epoch: int
     #: Where the starting weights came from (``init``: fine-tuning), saved in every checkpoint.
     initialised_from: dict[str, Any] | None = None
+    #: The moving average of the net's weights (``train.<stage>.ema_decay`` > 0), else None.
+    ema: AveragedModel | None = None
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The weights that are measured and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.net
+
+    def update_ema(self) -> None:
+        """Fold the net's weights after an optimizer step into the moving average."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         amp = self.train_cfg.amp
@@ -142,8 +155,11 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, train_cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=train_cfg.amp == "fp16")
+    # The average starts as a copy of the initial weights (AveragedModel copies on its first update).
+    ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay), use_buffers=True)
+           if train_cfg.ema_decay > 0 else None)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     return StageRun(stage, cfg, train_cfg, ctx, device, data, torch.from_numpy(train_ids).long(),
                     torch.from_numpy(val_ids).long(), net, model, optimizer, scheduler, scaler,
-                    LossWeights.from_config(train_cfg), batch_size, steps_per_epoch, initialised_from)
+                    LossWeights.from_config(train_cfg), batch_size, steps_per_epoch, initialised_from, ema)

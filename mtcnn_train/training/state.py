@@ -97,12 +97,13 @@ def training_state(run: StageRun, progress: Progress, train_sums: torch.Tensor) 
         "config": run.cfg.to_dict(),
         "window_rule": TRAINED_WINDOW_RULE,
         "initialised_from": run.initialised_from,
+        **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
     }
 
 
 def best_weights(run: StageRun, metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
     """The payload of ``best.pt`` (and so of ``RUN_DIR/<stage>.pt``): weights, config, the epoch's metrics."""
-    return {"stage": run.stage, "model": run.net.state_dict(), "config": run.cfg.to_dict(),
+    return {"stage": run.stage, "model": run.eval_net.state_dict(), "config": run.cfg.to_dict(),
             "metrics": metrics, "epoch": epoch, "window_rule": TRAINED_WINDOW_RULE,
             "initialised_from": run.initialised_from}
 
@@ -121,6 +122,11 @@ def restore_training_state(run: StageRun, state: dict[str, Any], path: Path) -> 
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        if "ema" not in state:
+            raise UserError(f"{path}: holds no weight average although train.{run.stage}.ema_decay is set; "
+                            "pass --force to start over")
+        run.ema.load_state_dict(state["ema"])
     restore_rng_state(state["rng"])
     run.initialised_from = state.get("initialised_from")
     return Progress.from_state(state), state["train_sums"]

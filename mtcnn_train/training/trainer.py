@@ -134,7 +134,7 @@ def train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None =
             }
             if epoch_scorer is not None:
                 # Every rank measures (the cascade is deterministic), so all agree on the best epoch.
-                record["detection"] = epoch_scorer(run.net)
+                record["detection"] = epoch_scorer(run.eval_net)
             progress.history.append(record)
             log.epoch_record(record)
 

@@ -12,7 +12,8 @@ import yaml
 from mtcnn_train.checkpoint import load_stage_net
 from mtcnn_train.config import load_config
 from mtcnn_train.errors import UserError
-from mtcnn_train.training import trainer
+from mtcnn_train.training import engine, trainer
+from mtcnn_train.training.metrics import MetricSums
 from mtcnn_train.training.distributed import DistContext, rank_slice
 from mtcnn_train.training.stage_run import prepare_run
 from mtcnn_train.training.trainer import train_stage
@@ -204,11 +205,12 @@ def test_crop_size_must_match_the_stage(pnet_samples, tmp_path):
         train_stage("rnet", tiny_config("rnet"), [pnet_samples], tmp_path / "out")
 
 
-@pytest.mark.parametrize("stage, size", [("pnet", 12), ("rnet", 24)])
-def test_resume_from_a_mid_epoch_checkpoint_reaches_the_same_weights(tmp_path, monkeypatch, stage, size):
-    """Copy the mid-epoch last.pt aside during a run, resume from the copy: bit-identical result."""
+@pytest.mark.parametrize("stage, size, ema_decay", [("pnet", 12, 0.0), ("rnet", 24, 0.0), ("pnet", 12, 0.9)])
+def test_resume_from_a_mid_epoch_checkpoint_reaches_the_same_weights(tmp_path, monkeypatch, stage, size, ema_decay):
+    """Copy the mid-epoch last.pt aside during a run, resume from the copy: bit-identical result
+    (the weight average too, when there is one)."""
     samples = write_tiny_samples(tmp_path / "samples", count=240, size=size)
-    cfg = tiny_config(stage, epochs=2, batch_size=16, checkpoint_every_steps=3)
+    cfg = tiny_config(stage, epochs=2, batch_size=16, checkpoint_every_steps=3, ema_decay=ema_decay)
     snapshot = tmp_path / "snapshot"
     real_save = trainer.save_checkpoint
     taken = []
@@ -233,6 +235,9 @@ def test_resume_from_a_mid_epoch_checkpoint_reaches_the_same_weights(tmp_path, m
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed["optimizer"]["state"][key][name]))
     assert full["history"][-1]["train"] == resumed["history"][-1]["train"]
+    assert ("ema" in full) == (ema_decay > 0)
+    for key, tensor in full.get("ema", {}).items():
+        assert torch.equal(tensor, resumed["ema"][key]), key
 
 
 def test_each_rank_takes_a_disjoint_part_of_the_batch():
@@ -258,3 +263,32 @@ def test_bf16_autocast_trains_and_fp16_needs_cuda(pnet_samples, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="fp16 needs a CUDA"):
             train_stage("pnet", tiny_config("pnet", amp="fp16", device="cpu"), [pnet_samples], tmp_path / "fp16")
+
+
+def test_weight_average_follows_the_steps_and_is_what_is_measured_and_saved(tmp_path, pnet_samples):
+    """With ema_decay d the average starts as the first step's weights, then moves by (1 - d) of
+    the gap after each step; validation and the saved weights use it, training the raw net."""
+    decay = 0.8
+    cfg = tiny_config("pnet", epochs=1, ema_decay=decay, best_by="last")
+    run = prepare_run("pnet", cfg, [pnet_samples])
+    expected = None
+    for _ in engine.train_steps(run, 0, 0, run.steps_per_epoch, MetricSums(run.device)):
+        raw = [p.detach().clone() for p in run.net.parameters()]
+        expected = raw if expected is None else [decay * e + (1 - decay) * r for e, r in zip(expected, raw)]
+    averaged = list(run.ema.module.parameters())
+    for want, got, raw in zip(expected, averaged, run.net.parameters()):
+        torch.testing.assert_close(got, want)
+        assert not torch.equal(got, raw)
+    assert run.eval_net is run.ema.module
+
+    train_stage("pnet", cfg, [pnet_samples], tmp_path / "out")
+    saved = torch.load(tmp_path / "out" / "pnet.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "out" / "pnet" / "last.pt", weights_only=True)
+    for key, tensor in saved.items():
+        assert torch.equal(tensor, last["ema"][f"module.{key}"]), key
+    assert not torch.equal(saved["conv1.weight"], last["model"]["conv1.weight"])
+
+
+def test_ema_decay_is_checked_at_load():
+    with pytest.raises(UserError, match=r"train.onet.ema_decay: must lie in \[0, 1\)"):
+        load_config(None, ["train.onet.ema_decay=1.0"])
