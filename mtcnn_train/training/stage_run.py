@@ -155,7 +155,7 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, train_cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=train_cfg.amp == "fp16")
-    # The average starts as a copy of the initial weights (AveragedModel copies on its first update).
+    # AveragedModel takes the weights after the first step as they are, then averages step by step.
     ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay), use_buffers=True)
            if train_cfg.ema_decay > 0 else None)
     if device.type == "cuda":
