@@ -1,12 +1,12 @@
 """What a checkpoint holds and how a run resumes from it.
 
 ``last.pt`` is the full training state (:func:`training_state`: model, optimizer, schedule, grad
-scaler, the weight average if any, :class:`Progress`, the epoch's metric sums, the global RNG states
-and the resolved config);
-``best.pt`` holds the best weights so far (the average's with ``ema_decay``; :func:`best_weights`).
-:func:`restore_training_state` loads ``last.pt`` into a freshly built run after checking it fits, and :func:`resumed_config`
-decides which settings a resumed run keeps (the saved ones, except :data:`RUNTIME_FIELDS`).
-Everything is stored as tensors and plain values so checkpoints load with ``weights_only=True``.
+scaler, the weight average if any, :class:`Progress`, the epoch's metric sums, the global RNG
+states and the resolved config); ``best.pt`` holds the best weights so far (the average's with
+``ema_decay``; :func:`best_weights`).  :func:`restore_training_state` loads ``last.pt`` into a
+freshly built run after checking it fits, and :func:`resumed_config` decides which settings a
+resumed run keeps (the saved ones, except :data:`RUNTIME_FIELDS`).  Everything is stored as
+tensors and plain values so checkpoints load with ``weights_only=True``.
 """
 from __future__ import annotations
 
