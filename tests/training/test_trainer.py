@@ -13,8 +13,8 @@ from mtcnn_train.checkpoint import load_stage_net
 from mtcnn_train.config import load_config
 from mtcnn_train.errors import UserError
 from mtcnn_train.training import engine, trainer
-from mtcnn_train.training.metrics import MetricSums
 from mtcnn_train.training.distributed import DistContext, rank_slice
+from mtcnn_train.training.metrics import MetricSums
 from mtcnn_train.training.stage_run import prepare_run
 from mtcnn_train.training.trainer import train_stage
 
