@@ -275,27 +275,8 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
     out_dir = Path(out_dir)
     last = last_stage or "onet"
     check_stage(last)
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend != "torch" and str(device).startswith("cuda"):
-        raise UserError(f"the {backend} backend runs on the CPU only (device {device} asked for); "
-                        f"pass --device cpu, or --backend torch to run on the GPU")
     wanted = STAGES[:STAGES.index(last) + 1]
-    if backend == "onnx-int8" and not is_int8_export(weights):
-        raise UserError(f"{weights}: not an int8 export; the onnx-int8 backend runs the folder that "
-                        "mtcnn-train export --format onnx --int8 --calibration SAMPLES writes")
-    missing = [s + ".pt" for s in wanted if not stage_weights_path(weights, s).is_file()]
-    if backend == "onnx-int8":
-        missing = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
-    if backend == "onnx" and missing:
-        # Neither a full set of .pt nor of .onnx files: name the first gap of the set that goes further.
-        missing_onnx = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
-        missing = missing_onnx and max(missing, missing_onnx, key=lambda m: STAGES.index(m[0].split(".")[0]))
-    if missing:
-        stage, suffix = missing[0].split(".")
-        hint = f"; pass --stages {STAGES[STAGES.index(stage) - 1]} to stop before it" if stage != "pnet" else ""
-        also = f" (nor {stage}.{'onnx' if suffix == 'pt' else 'pt'})" if backend == "onnx" else ""
-        raise UserError(f"{weights}: no {missing[0]}{also}{hint}")
+    _check_weights_for_backend(weights, wanted, backend, device)
     refuse_inputs_inside(paths, out_dir)
     inputs = collect_inputs(paths, exclude=out_dir)
     if not inputs:
@@ -338,15 +319,7 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
         for tried, found in detect_batches(cascade, run, lambda item: load_image(item.path), 1, stages=last,
                                            on_skip=skip):
             for item, image, dets in found:
-                height, width = image.shape[:2]
-                record = {"file": str(item.path), "width": width, "height": height, "faces": faces_json(dets)}
-                if annotate:
-                    save_image(out_dir / f"{item.name}.jpg", draw_detections(image, dets))
-                    record["annotated"] = f"{item.name}.jpg"
-                if per_image_json:
-                    record["json"] = f"{item.name}.json"
-                    atomic_write_json(out_dir / record["json"], record)
-                images.append(record)
+                images.append(_image_record(item, image, dets, out_dir, annotate, per_image_json))
                 summary.images += 1
                 summary.faces += len(dets)
             bar.update(len(tried))
@@ -364,3 +337,42 @@ def detect_paths(paths: Sequence[str | Path], weights: str | Path, out_dir: str 
         "skipped": summary.skipped,
     })
     return summary
+
+
+def _check_weights_for_backend(weights: Path, wanted: Sequence[str], backend: str, device: str) -> None:
+    """Refuse, before any input is read, a backend that cannot run here or a weights folder that
+    lacks a stage asked for (naming the first missing file)."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend != "torch" and str(device).startswith("cuda"):
+        raise UserError(f"the {backend} backend runs on the CPU only (device {device} asked for); "
+                        f"pass --device cpu, or --backend torch to run on the GPU")
+    if backend == "onnx-int8" and not is_int8_export(weights):
+        raise UserError(f"{weights}: not an int8 export; the onnx-int8 backend runs the folder that "
+                        "mtcnn-train export --format onnx --int8 --calibration SAMPLES writes")
+    missing = [s + ".pt" for s in wanted if not stage_weights_path(weights, s).is_file()]
+    if backend == "onnx-int8":
+        missing = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
+    if backend == "onnx" and missing:
+        # Neither a full set of .pt nor of .onnx files: name the first gap of the set that goes further.
+        missing_onnx = [s + ".onnx" for s in wanted if not (weights / f"{s}.onnx").is_file()]
+        missing = missing_onnx and max(missing, missing_onnx, key=lambda m: STAGES.index(m[0].split(".")[0]))
+    if missing:
+        stage, suffix = missing[0].split(".")
+        hint = f"; pass --stages {STAGES[STAGES.index(stage) - 1]} to stop before it" if stage != "pnet" else ""
+        also = f" (nor {stage}.{'onnx' if suffix == 'pt' else 'pt'})" if backend == "onnx" else ""
+        raise UserError(f"{weights}: no {missing[0]}{also}{hint}")
+
+
+def _image_record(item: _Input, image: np.ndarray, dets: Detections, out_dir: Path, annotate: bool,
+                  per_image_json: bool) -> dict:
+    """One image's entry in ``detections.json``, writing its annotated copy and own JSON as asked."""
+    height, width = image.shape[:2]
+    record = {"file": str(item.path), "width": width, "height": height, "faces": faces_json(dets)}
+    if annotate:
+        save_image(out_dir / f"{item.name}.jpg", draw_detections(image, dets))
+        record["annotated"] = f"{item.name}.jpg"
+    if per_image_json:
+        record["json"] = f"{item.name}.json"
+        atomic_write_json(out_dir / record["json"], record)
+    return record
