@@ -146,29 +146,8 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
     categories = _list_of_dicts(doc, "categories", path, required=False)
     annotations = _list_of_dicts(doc, "annotations", path, required=False)
 
-    cats: dict[Any, tuple[str | None, list[int] | None, int]] = {}
-    for k, cat in enumerate(categories):
-        where = f"categories[{k}]"
-        cid = _ident(cat, "id", path, where)
-        if cid in cats:
-            raise AnnotationError(path, None, f"{where}: category id {cid!r} appears twice")
-        decision = labels.decide(cid, cat.get("name", ""))
-        names = cat.get("keypoints") or []
-        order = _category_points(cat, keypoint_names, path, f"{where} ({cat.get('name')!r})") if decision else None
-        cats[cid] = (decision, order, len(names) if isinstance(names, list) else 0)
-
-    by_id: dict[Any, int] = {}
-    names: list[str] = []
-    for k, image in enumerate(images):
-        where = f"images[{k}]"
-        iid = _ident(image, "id", path, where)
-        if iid in by_id:
-            raise AnnotationError(path, None, f"{where}: image id {iid!r} appears twice")
-        name = image.get("file_name")
-        if not isinstance(name, str) or not name.strip():
-            raise AnnotationError(path, None, f"{where} (id {iid}): file_name: expected a file name, got {name!r:.60}")
-        by_id[iid] = k
-        names.append(name.strip().replace("\\", "/"))
+    cats = _read_categories(categories, labels, keypoint_names, path)
+    by_id, names = _read_image_names(images, path)
 
     boxes: list[list[np.ndarray]] = [[] for _ in images]
     points: list[list[np.ndarray]] = [[] for _ in images]
@@ -226,6 +205,40 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
             source=f"{path}:images[{k}]",
         ))
     return records
+
+
+def _read_categories(categories: list[dict], labels: LabelFilter, keypoint_names: Sequence[str],
+                     path: Path) -> dict[Any, tuple[str | None, list[int] | None, int]]:
+    """Category id -> (the label filter's decision, the order of its 5 landmarks among its
+    keypoints or None, its keypoint count)."""
+    cats: dict[Any, tuple[str | None, list[int] | None, int]] = {}
+    for k, cat in enumerate(categories):
+        where = f"categories[{k}]"
+        cid = _ident(cat, "id", path, where)
+        if cid in cats:
+            raise AnnotationError(path, None, f"{where}: category id {cid!r} appears twice")
+        decision = labels.decide(cid, cat.get("name", ""))
+        names = cat.get("keypoints") or []
+        order = _category_points(cat, keypoint_names, path, f"{where} ({cat.get('name')!r})") if decision else None
+        cats[cid] = (decision, order, len(names) if isinstance(names, list) else 0)
+    return cats
+
+
+def _read_image_names(images: list[dict], path: Path) -> tuple[dict[Any, int], list[str]]:
+    """Image id -> index in ``images``, and each image's file name (forward slashes)."""
+    by_id: dict[Any, int] = {}
+    names: list[str] = []
+    for k, image in enumerate(images):
+        where = f"images[{k}]"
+        iid = _ident(image, "id", path, where)
+        if iid in by_id:
+            raise AnnotationError(path, None, f"{where}: image id {iid!r} appears twice")
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise AnnotationError(path, None, f"{where} (id {iid}): file_name: expected a file name, got {name!r:.60}")
+        by_id[iid] = k
+        names.append(name.strip().replace("\\", "/"))
+    return by_id, names
 
 
 # --------------------------------------------------------------------------------------------
