@@ -12,6 +12,11 @@ call                                                                         giv
 Toolkit: onnxruntime's ``quantize_static``, **QOperator** format (``QLinearConv``, ``QLinearMatMul``
 ... kernels), weights int8 per output channel, activations uint8 per tensor, ranges from the extremes of the
 calibration activations (R-Net) or their 99.99th percentile (O-Net), :data:`DEFAULT_METHODS`.
+Weights use 7 of their 8 bits by default (onnxruntime's ``reduce_range``): without VNNI (AVX2 and
+plain AVX-512 CPUs) onnxruntime's uint8 x int8 kernels add pairs of products in 16 bits, which
+full-range weights overflow; on such a CPU (the CI machine) full-range int8 R-Net and O-Net were
+4-5x further from fp32 than 7-bit ones.  A file quantised once must run right on any CPU, so 7 bits
+is the default, and ``weight_bits=8`` is for CPUs known to have VNNI.
 Chosen by measurement on the development CPU (AMD EPYC, avx512_vnni; one thread), against
 onnxruntime's QDQ format and PyTorch's ``torch.ao`` FX quantisation (x86 engine); docs/BENCHMARKS.md
 has the table.  onnxruntime in fp32 is already 1.8-8x faster than eager PyTorch on these small
@@ -51,6 +56,9 @@ from mtcnn_train.stages import INPUT_SIZE, STAGES, check_stage
 
 #: Nets quantised unless told otherwise: int8 P-Net is slower than fp32 P-Net in onnxruntime.
 DEFAULT_INT8_STAGES = ("rnet", "onet")
+#: Bits of range the int8 weights use; 7 avoids the 16-bit overflow of onnxruntime's non-VNNI kernels.
+WEIGHT_BITS = (7, 8)
+DEFAULT_WEIGHT_BITS = 7
 #: Calibration crops per quantised net (a seeded random pick over its sample sets).
 DEFAULT_CALIBRATION_COUNT = 1000
 #: How activation ranges are set from the calibration data: ``minmax`` keeps the extremes seen,
@@ -135,13 +143,21 @@ class _Reader:
         pass
 
 
-def quantize_onnx_net(source: Path, target: Path, inputs: np.ndarray, method: str = "minmax") -> None:
-    """``source`` (fp32 ONNX) quantised statically with ``inputs`` as calibration data into ``target``."""
+def check_weight_bits(weight_bits: int) -> None:
+    if weight_bits not in WEIGHT_BITS:
+        raise UserError(f"int8 weights use 7 or 8 bits of range, not {weight_bits}")
+
+
+def quantize_onnx_net(source: Path, target: Path, inputs: np.ndarray, method: str = "minmax",
+                      weight_bits: int = DEFAULT_WEIGHT_BITS) -> None:
+    """``source`` (fp32 ONNX) quantised statically with ``inputs`` as calibration data into ``target``,
+    weights in ``weight_bits`` (7: safe on every CPU, 8: only where onnxruntime has VNNI kernels)."""
     require_onnxruntime()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+    check_weight_bits(weight_bits)
     calibrate = {"minmax": (CalibrationMethod.MinMax, {}),
                  "percentile": (CalibrationMethod.Percentile, {"CalibPercentile": PERCENTILE})}[method]
 
@@ -153,7 +169,8 @@ def quantize_onnx_net(source: Path, target: Path, inputs: np.ndarray, method: st
             logging.disable(logging.WARNING)
             with contextlib.redirect_stdout(io.StringIO()):
                 quantize_static(str(source), str(out), _Reader(inputs), quant_format=QuantFormat.QOperator,
-                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                per_channel=True, reduce_range=weight_bits == 7,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=calibrate[0], extra_options=calibrate[1])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"{source}: quantisation failed ({first_line(exc)})") from None
@@ -164,12 +181,14 @@ def quantize_onnx_net(source: Path, target: Path, inputs: np.ndarray, method: st
 
 def export_int8(run_dir: str | Path, out_dir: str | Path, calibration: Iterable[str | Path],
                 int8_stages: Sequence[str] = DEFAULT_INT8_STAGES, count: int = DEFAULT_CALIBRATION_COUNT,
-                seed: int = 0, stages: tuple[str, ...] = STAGES, method: str | None = None) -> dict[str, Any]:
+                seed: int = 0, stages: tuple[str, ...] = STAGES, method: str | None = None,
+                weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, Any]:
     """Export ``run_dir``'s nets to ONNX in ``out_dir`` and quantise ``int8_stages`` of them with
     crops from the ``calibration`` sample folders, each net with calibration ``method`` (None: its
     :data:`DEFAULT_METHODS` entry); returns the ``export.json`` record."""
     require_onnxruntime()
     int8_stages = parse_int8_stages(int8_stages)
+    check_weight_bits(weight_bits)
     by_size = calibration_sets(calibration) if int8_stages else {}
     for stage in int8_stages:  # every check before anything is written
         if stage in stages and not by_size.get(INPUT_SIZE[stage]):
@@ -190,13 +209,14 @@ def export_int8(run_dir: str | Path, out_dir: str | Path, calibration: Iterable[
         inputs = calibration_inputs(sources, count, seed)
         path = out_dir / exported_file(stage, "onnx")
         net_method = method or DEFAULT_METHODS[stage]
-        quantize_onnx_net(path, path, inputs, net_method)
+        quantize_onnx_net(path, path, inputs, net_method, weight_bits)
         model["precision"] = "int8"
         calibrated[stage] = {"sources": [str(s) for s in sources], "crops": int(len(inputs)),
                              "crop_size": INPUT_SIZE[stage], "seed": seed,
                              "method": f"percentile {PERCENTILE}" if net_method == "percentile" else net_method}
     record["int8"] = {"toolkit": f"onnxruntime {onnxruntime.__version__} quantize_static",
-                      "format": "QOperator", "per_channel_weights": True, "weights": "int8",
+                      "format": "QOperator", "per_channel_weights": True,
+                      "weights": f"int8, {weight_bits}-bit range",
                       "activations": "uint8, per tensor",
                       "int8_nets": [s for s in STAGES if s in calibrated],
                       "fp32_nets": [s for s in STAGES if s in record["models"] and s not in calibrated],

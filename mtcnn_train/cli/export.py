@@ -29,8 +29,11 @@ from mtcnn_train.errors import UserError
               show_default=True, help="With --int8: activation ranges from the extremes of the calibration "
                                       "values (minmax) or their 99.99th percentile; auto: each net's choice "
                                       "(minmax for P-Net and R-Net, percentile for O-Net).")
+@click.option("--int8-weight-bits", type=click.Choice(["7", "8"]), default="7", show_default=True,
+              help="With --int8: bits of range the int8 weights use.  8 overflows onnxruntime's kernels on "
+                   "CPUs without VNNI (AVX2, plain AVX-512); use it only where every target CPU has VNNI.")
 def export(weights: Path, fmt: str, out: Path, int8: bool, calibration: tuple[Path, ...], int8_nets: str,
-           calibration_count: int, calibration_method: str) -> None:
+           calibration_count: int, calibration_method: str, int8_weight_bits: str) -> None:
     """Export the nets: P-Net with dynamic batch, height and width; R-Net and O-Net with dynamic batch."""
     from mtcnn_train.detection.export import export_models
 
@@ -43,7 +46,8 @@ def export(weights: Path, fmt: str, out: Path, int8: bool, calibration: tuple[Pa
         from mtcnn_train.quantize import export_int8
 
         record = export_int8(weights, out, calibration, int8_stages=int8_nets, count=calibration_count,
-                             method=None if calibration_method == "auto" else calibration_method)
+                             method=None if calibration_method == "auto" else calibration_method,
+                             weight_bits=int(int8_weight_bits))
     else:
         record = export_models(weights, fmt, out)
     for stage, model in record["models"].items():

@@ -80,6 +80,7 @@ def test_export_json_records_the_choice(int8_setup):
     info = record["int8"]
     assert info["int8_nets"] == ["rnet", "onet"] and info["fp32_nets"] == ["pnet"]
     assert info["format"] == "QOperator" and info["per_channel_weights"] and "onnxruntime" in info["toolkit"]
+    assert info["weights"] == "int8, 7-bit range"
     assert info["calibration"]["rnet"] == {"sources": [str(calibration / "rnet")], "crops": 100, "crop_size": 24,
                                            "seed": 0, "method": "minmax"}
     assert info["calibration"]["onet"]["method"] == "percentile 99.99"
@@ -135,6 +136,34 @@ def test_loader_errors(int8_setup, tmp_path):
     assert Cascade.load(run, CFG).stages == STAGES  # torch: the run folder
 
 
+def conv_weight_range(path) -> tuple[int, int]:
+    """The smallest and largest int8 value among the QLinearConv weight tensors of an ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weights = [initializers[n.input[3]] for n in graph.node if n.op_type == "QLinearConv"]
+    assert weights and all(w.dtype == np.int8 for w in weights)
+    return min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
+
+
+def test_weights_use_seven_bits_unless_told(int8_setup, tmp_path):
+    """onnxruntime's non-VNNI kernels add u8 x s8 products in pairs in 16 bits; weights within
+    [-64, 64] cannot overflow them (2 x 255 x 64 < 2^15), full-range ones can (and did, on the CI machine)."""
+    run, calibration, _, int8 = int8_setup
+    for stage in ("rnet", "onet"):
+        low, high = conv_weight_range(int8 / f"{stage}.onnx")
+        assert -64 <= low and high <= 64 and high - low > 100
+    record = export_int8(run, tmp_path / "full", [calibration], int8_stages="rnet", count=50, weight_bits=8)
+    assert record["int8"]["weights"] == "int8, 8-bit range"
+    low, high = conv_weight_range(tmp_path / "full" / "rnet.onnx")
+    assert low < -64 or high > 64
+    with pytest.raises(UserError, match="7 or 8 bits of range, not 6"):
+        export_int8(run, tmp_path / "six", [calibration], weight_bits=6)
+    assert not (tmp_path / "six").exists()
+
+
 def test_calibration_errors(int8_setup, tmp_path):
     run, calibration, _, _ = int8_setup
     with pytest.raises(UserError, match="calibration folder not found"):
@@ -156,12 +185,14 @@ def test_cli_export_detect_and_eval(int8_setup, tmp_path, cli_runner):
     run, calibration, _, _ = int8_setup
     out = tmp_path / "int8"
     result = cli_runner("export", "--weights", run, "--format", "onnx", "--int8", "--int8-nets", "onet",
-                        "--calibration", calibration / "onet", "--calibration-count", "50", "--out", out)
+                        "--calibration", calibration / "onet", "--calibration-count", "50", "--int8-weight-bits", "8",
+                        "--out", out)
     assert result.returncode == 0, result.stderr
     assert "onet.onnx  (dynamic: batch, int8)" in result.stdout
     assert "(dynamic: batch, height, width, fp32)" in result.stdout
     assert "WARNING" not in result.stderr and "histogram" not in result.stdout
-    assert json.loads((out / "export.json").read_text())["int8"]["int8_nets"] == ["onet"]
+    info = json.loads((out / "export.json").read_text())["int8"]
+    assert info["int8_nets"] == ["onet"] and info["weights"] == "int8, 8-bit range"
 
     images = tmp_path / "images"
     images.mkdir()
