@@ -12,11 +12,6 @@ call                                                                         giv
 Toolkit: onnxruntime's ``quantize_static``, **QOperator** format (``QLinearConv``, ``QLinearMatMul``
 ... kernels), weights int8 per output channel, activations uint8 per tensor, ranges from the extremes of the
 calibration activations (R-Net) or their 99.99th percentile (O-Net), :data:`DEFAULT_METHODS`.
-Weights use 7 of their 8 bits by default (onnxruntime's ``reduce_range``): without VNNI (AVX2 and
-plain AVX-512 CPUs) onnxruntime's uint8 x int8 kernels add pairs of products in 16 bits, which
-full-range weights overflow; on such a CPU (the CI machine) full-range int8 R-Net and O-Net were
-4-5x further from fp32 than 7-bit ones.  A file quantised once must run right on any CPU, so 7 bits
-is the default, and ``weight_bits=8`` is for CPUs known to have VNNI.
 Chosen by measurement on the development CPU (AMD EPYC, avx512_vnni; one thread), against
 onnxruntime's QDQ format and PyTorch's ``torch.ao`` FX quantisation (x86 engine); docs/BENCHMARKS.md
 has the table.  onnxruntime in fp32 is already 1.8-8x faster than eager PyTorch on these small
@@ -24,6 +19,12 @@ nets, and its QOperator int8 R-Net and O-Net are faster still; its int8 P-Net is
 fp32 one (P-Net's 10- and 16-channel convolutions are too thin for the int8 kernels to pay, and
 every PReLU, which has no quantised kernel, costs a dequantise/quantise pair), so P-Net stays fp32
 by default (:data:`DEFAULT_INT8_STAGES`).
+
+Weights use 7 of their 8 bits by default (onnxruntime's ``reduce_range``): without VNNI (AVX2 and
+plain AVX-512 CPUs) onnxruntime's uint8 x int8 kernels add pairs of products in 16 bits, which
+full-range weights overflow; on such a CPU (the CI machine) full-range int8 R-Net and O-Net were
+5-7x further from fp32 than 7-bit ones.  A file quantised once must run right on any CPU, so 7 bits
+is the default, and ``weight_bits=8`` is for CPUs known to have VNNI.
 
 Calibration inputs are crops from sample sets (``gen-samples`` / the pipeline's ``samples/``
 folders), cut from the *training* images: R-Net and O-Net see at detection time exactly such crops
