@@ -18,6 +18,11 @@ class UserError(Exception):
         super().__init__(message)
 
 
+class MtcnnWarning(UserWarning):
+    """Something the user should know that does not stop the run: the CLI prints ``warning: <message>``
+    on one line (other libraries' warnings keep Python's format)."""
+
+
 def at(path: str | Path, line: int | None = None) -> str:
     """Format a location as ``path:line`` (or just ``path``) for error messages."""
     return f"{path}:{line}" if line is not None else str(path)

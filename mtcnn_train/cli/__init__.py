@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import errno
 import sys
+import warnings
 
 import click
 
 from mtcnn_train.cli.common import cli, release_output_locks
-from mtcnn_train.errors import UserError, first_line, os_error_message
+from mtcnn_train.errors import MtcnnWarning, UserError, first_line, os_error_message
 
 # Each module registers its commands on the ``cli`` group of cli/common.py when imported.
 from mtcnn_train.cli import data, samples, train, detect, evaluate, export, pipeline  # noqa: E402,F401
@@ -54,7 +55,19 @@ def _fail(message: object) -> None:
     sys.exit(2)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Our warnings as one ``warning: ...`` line on stderr; other libraries' in Python's format."""
+    if issubclass(category, MtcnnWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
     try:
         _run(argv)
     finally:

@@ -67,7 +67,8 @@ from mtcnn_train.imaging import crop_resize_area, resize_area, summed_area_table
 from mtcnn_train.detection import BACKENDS
 from mtcnn_train.detection.packing import PNET_CELL, PNET_STRIDE, lines_in_rows, pack_levels, pnet_output_side
 from mtcnn_train.detection.side_by_side import SideBySide
-from mtcnn_train.detection.onnx_runtime import exported_file, exported_window_rule, is_int8_export, load_onnx_nets
+from mtcnn_train.detection.onnx_runtime import (exported_file, exported_window_rule, is_int8_export, load_onnx_nets,
+                                                warn_if_int8_weights_overflow)
 from mtcnn_train.nets import ONet, PNet, RNet, normalize
 
 #: How a P-Net output cell maps back to image pixels (module docstring); checkpoints record theirs.
@@ -362,6 +363,8 @@ class Cascade:
         if backend == "onnx-int8" and Path(weights).is_dir() and not is_int8_export(weights):
             raise UserError(f"{weights}: not an int8 export (run mtcnn-train export --format onnx --int8 "
                             "--calibration SAMPLES first)")
+        if backend == "onnx-int8":
+            warn_if_int8_weights_overflow(weights)
         return cls.from_onnx_dir(weights, cfg, stages=stages, threads=torch.get_num_threads())
 
     # ---- public entry points ----------------------------------------------------------------

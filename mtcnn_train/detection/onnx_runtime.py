@@ -24,13 +24,16 @@ intra-op threads (0: its default, one per physical core); torch's own threads ar
 from __future__ import annotations
 
 import json
+import platform
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mtcnn_train.errors import UserError, first_line
+from mtcnn_train.errors import MtcnnWarning, UserError, first_line
 from mtcnn_train.stages import STAGES
 
 INPUT_NAME = "image"
@@ -63,6 +66,42 @@ def is_int8_export(export_dir: str | Path) -> bool:
     """Whether ``export.json`` says the folder was written by ``export --format onnx --int8``."""
     record = read_export_record(export_dir)
     return record is not None and isinstance(record.get("int8"), dict)
+
+
+def int8_weight_bits(export_dir: str | Path) -> int | None:
+    """Bits of range the int8 weights of an ``export --int8`` folder use (None: not an int8 export).
+    Exports from before the 7-bit default record just ``"int8"``: those are full-range, 8 bits."""
+    record = read_export_record(export_dir)
+    info = record.get("int8") if record is not None else None
+    if not isinstance(info, dict):
+        return None
+    bits = re.search(r"(\d+)-bit", str(info.get("weights", "")))
+    return int(bits.group(1)) if bits else 8
+
+
+def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> bool | None:
+    """Whether this x86 CPU has VNNI (AVX-512 VNNI or AVX-VNNI), read from ``cpuinfo``'s flags;
+    None where that cannot be told (another architecture, no such file, no flags in it)."""
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    if not flags:
+        return None
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def warn_if_int8_weights_overflow(export_dir: str | Path) -> None:
+    """Warn when full-range int8 weights meet a CPU without VNNI: onnxruntime's uint8 x int8 kernels
+    there add pairs of products in 16 bits, which such weights overflow (the published weights lost
+    0.066 AP that way, docs/RESULTS.md "7-bit weights")."""
+    if int8_weight_bits(export_dir) == 8 and cpu_has_vnni() is False:
+        warnings.warn(MtcnnWarning(
+            f"{export_dir}: its int8 weights use all 8 bits, which onnxruntime computes wrongly on a CPU "
+            "without VNNI like this one (faces lost); export again with the default 7-bit weights"), stacklevel=2)
 
 
 def require_onnxruntime() -> Any:

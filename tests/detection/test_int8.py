@@ -8,6 +8,12 @@ calibration input gives a one-line error.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,7 +26,7 @@ from mtcnn_train.datasets.wider import write_wider
 from mtcnn_train.detection.cascade import Cascade
 from mtcnn_train.detection.onnx_runtime import OnnxNet
 from mtcnn_train.quantize import calibration_inputs, export_int8, parse_int8_stages
-from mtcnn_train.errors import UserError
+from mtcnn_train.errors import MtcnnWarning, UserError
 from mtcnn_train.geometry import iou_matrix
 from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_POSITIVE
 from mtcnn_train.samples.shards import write_sample_set
@@ -31,6 +37,8 @@ from tests.random_nets import save_random_run
 from .conftest import random_image
 
 pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[2]
 
 CFG = DetectionConfig(min_face_size=24, thresholds=[0.7, 0.6, 0.5], device="cpu")
 SETTINGS = ["--set", "detection.thresholds=[0.7,0.6,0.5]", "--set", "detection.min_face_size=24",
@@ -148,10 +156,10 @@ def conv_weight_range(path) -> tuple[int, int]:
     return min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
 
 
-def test_weights_use_seven_bits_unless_told(int8_setup, tmp_path):
+def test_weights_use_seven_bits_unless_told(int8_setup, tmp_path, monkeypatch):
     """onnxruntime's non-VNNI kernels add u8 x s8 products in pairs in 16 bits; weights within
     [-64, 64] cannot overflow them (2 x 255 x 64 < 2^15), full-range ones can (and did, on the CI machine)."""
-    run, calibration, _, int8 = int8_setup
+    run, calibration, fp32, int8 = int8_setup
     for stage in ("rnet", "onet"):
         low, high = conv_weight_range(int8 / f"{stage}.onnx")
         assert -64 <= low and high <= 64 and high - low > 100
@@ -162,6 +170,43 @@ def test_weights_use_seven_bits_unless_told(int8_setup, tmp_path):
     with pytest.raises(UserError, match="7 or 8 bits of range, not 6"):
         export_int8(run, tmp_path / "six", [calibration], weight_bits=6)
     assert not (tmp_path / "six").exists()
+
+
+    # Loading full-range weights on a CPU without VNNI warns; 7-bit weights, or VNNI, or a CPU that
+    # cannot be told, do not.  Exports from before the 7-bit default (weights "int8") are full-range.
+    from mtcnn_train.detection import onnx_runtime
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "full", legacy)
+    record["int8"]["weights"] = "int8"
+    (legacy / "export.json").write_text(json.dumps(record))
+    assert [onnx_runtime.int8_weight_bits(d) for d in (int8, tmp_path / "full", legacy, fp32)] == [7, 8, 8, None]
+    for vnni, folder, warns in [(False, tmp_path / "full", True), (False, legacy, True), (False, int8, False),
+                                (True, tmp_path / "full", False), (None, tmp_path / "full", False)]:
+        monkeypatch.setattr(onnx_runtime, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Cascade.load(folder, CFG, backend="onnx-int8")
+        ours = [w for w in caught if issubclass(w.category, MtcnnWarning)]
+        assert len(ours) == warns, (vnni, folder)
+        if warns:
+            assert str(ours[0].message).startswith(f"{folder}: its int8 weights use all 8 bits")
+
+
+def test_cpu_flags_are_read(tmp_path):
+    from mtcnn_train.detection.onnx_runtime import cpu_has_vnni
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu sse avx2\n")
+    assert cpu_has_vnni(cpuinfo, "x86_64") is False
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(cpuinfo, "x86_64") is True
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx_vnni\n")
+    assert cpu_has_vnni(cpuinfo, "AMD64") is True
+    assert cpu_has_vnni(cpuinfo, "aarch64") is None  # ARM's dot-product kernels are another matter
+    assert cpu_has_vnni(tmp_path / "missing", "x86_64") is None
+    cpuinfo.write_text("processor\t: 0\n")
+    assert cpu_has_vnni(cpuinfo, "x86_64") is None
 
 
 def test_calibration_errors(int8_setup, tmp_path):
@@ -205,6 +250,17 @@ def test_cli_export_detect_and_eval(int8_setup, tmp_path, cli_runner):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert summary["backend"] == "onnx-int8" and summary["onnx_models"] == str(out)
+    # The same export on a CPU without VNNI: the command says so in one line, and goes on.
+    no_vnni = ("import sys, mtcnn_train.detection.onnx_runtime as o; o.cpu_has_vnni = lambda *a, **k: False; "
+               "from mtcnn_train.cli import main; main(sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", no_vnni, "detect", str(images), "--weights", str(out),
+                             "--backend", "onnx-int8", "--out", str(tmp_path / "det2"), "--no-annotate",
+                             *SETTINGS], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    warning_lines = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    assert warning_lines == [f"warning: {out}: its int8 weights use all 8 bits, which onnxruntime computes wrongly "
+                             "on a CPU without VNNI like this one (faces lost); export again with the default "
+                             "7-bit weights"]
 
     gt = tmp_path / "gt.txt"
     write_wider([FaceRecord(images / "a.jpg", truth.boxes * factor, flags=dict(truth.flags), name="a.jpg")], gt)
