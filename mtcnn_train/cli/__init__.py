@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import sys
 import warnings
+from typing import TextIO
 
 import click
 
@@ -55,7 +56,8 @@ def _fail(message: object) -> None:
     sys.exit(2)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
     """Our warnings as one ``warning: ...`` line on stderr; other libraries' in Python's format."""
     if issubclass(category, MtcnnWarning):
         click.echo(f"warning: {message}", err=True)

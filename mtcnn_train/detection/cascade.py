@@ -360,10 +360,10 @@ class Cascade:
             raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if str(device).startswith("cuda"):
             raise UserError(f"the {backend} backend runs on the CPU only (device {device} asked for)")
-        if backend == "onnx-int8" and Path(weights).is_dir() and not is_int8_export(weights):
-            raise UserError(f"{weights}: not an int8 export (run mtcnn-train export --format onnx --int8 "
-                            "--calibration SAMPLES first)")
         if backend == "onnx-int8":
+            if Path(weights).is_dir() and not is_int8_export(weights):
+                raise UserError(f"{weights}: not an int8 export (run mtcnn-train export --format onnx --int8 "
+                                "--calibration SAMPLES first)")
             warn_if_int8_weights_overflow(weights)
         return cls.from_onnx_dir(weights, cfg, stages=stages, threads=torch.get_num_threads())
 

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,13 +31,12 @@ from mtcnn_train.samples.labels import LABEL_NEGATIVE, LABEL_POSITIVE
 from mtcnn_train.samples.shards import write_sample_set
 from mtcnn_train.stages import INPUT_SIZE, STAGES
 from mtcnn_train.synthetic import wider_image
+from conftest import REPO_ROOT
 from tests.random_nets import save_random_run
 
 from .conftest import random_image
 
 pytest.importorskip("onnxruntime")
-
-REPO = Path(__file__).resolve().parents[2]
 
 CFG = DetectionConfig(min_face_size=24, thresholds=[0.7, 0.6, 0.5], device="cpu")
 SETTINGS = ["--set", "detection.thresholds=[0.7,0.6,0.5]", "--set", "detection.min_face_size=24",
@@ -255,7 +253,7 @@ def test_cli_export_detect_and_eval(int8_setup, tmp_path, cli_runner):
                "from mtcnn_train.cli import main; main(sys.argv[1:])")
     result = subprocess.run([sys.executable, "-c", no_vnni, "detect", str(images), "--weights", str(out),
                              "--backend", "onnx-int8", "--out", str(tmp_path / "det2"), "--no-annotate",
-                             *SETTINGS], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+                             *SETTINGS], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     assert result.returncode == 0, result.stderr
     warning_lines = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
     assert warning_lines == [f"warning: {out}: its int8 weights use all 8 bits, which onnxruntime computes wrongly "
