@@ -181,6 +181,14 @@ class StageTrainConfig:
     #: Landmark faces feed the face/non-face loss too, as faces (off: the paper's β, landmark faces
     #: feed the landmark loss only).  More faces for a net whose mined set has few.
     landmark_faces_classify: bool = False
+    #: Part faces feed the face/non-face loss too, with a soft target rising from 0 at
+    #: ``sampling.neg_iou`` to 1 at ``sampling.pos_iou`` with their IoU (off: the paper's β).  So
+    #: the net learns to score a box on part of a face below one on the whole face.
+    part_faces_classify: bool = False
+    #: Share of training crops shown at a lower resolution first: shrunk to a random side between
+    #: a quarter of the input size and the input size, then enlarged back (blurred, small and
+    #: upscaled faces look like that to R-Net and O-Net).  0 = off.
+    low_resolution_prob: float = 0.0
     optimizer: Optimizer = "adam"
     lr: float = 0.001
     momentum: float = 0.9
@@ -571,6 +579,8 @@ def validate(cfg: Config, locations: _Locations | None = None) -> None:
         _check(t.lr > 0, loc, f"{p}.lr", f"must be positive, got {t.lr}")
         _check(t.weight_decay >= 0, loc, f"{p}.weight_decay", f"must not be negative, got {t.weight_decay}")
         _check(0.0 <= t.dropout < 1.0, loc, f"{p}.dropout", f"must lie in [0, 1), got {t.dropout}")
+        _check(0.0 <= t.low_resolution_prob <= 1.0, loc, f"{p}.low_resolution_prob",
+               f"must lie in [0, 1], got {t.low_resolution_prob}")
         _check(t.dropout == 0 or stage != "pnet", loc, f"{p}.dropout",
                "P-Net is fully convolutional: it has no fully connected layer to drop out")
         _check(0.0 <= t.ema_decay < 1.0, loc, f"{p}.ema_decay", f"must lie in [0, 1), got {t.ema_decay}")

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mtcnn_train.errors import UserError
 from mtcnn_train.geometry import mirror_box_offsets, mirror_point_fractions
@@ -125,14 +126,14 @@ class SampleTensors:
                 self.landmarks.index_select(0, indices))
 
     def batches(self, index_batches: Sequence[torch.Tensor], augment: bool,
-                seeds: Sequence[int] | None = None) -> Iterator[Batch]:
+                seeds: Sequence[int] | None = None, low_resolution_prob: float = 0.0) -> Iterator[Batch]:
         """Normalised (and, with ``augment``, augmented with generator seeds ``seeds``) batches."""
         for step, (indices, images) in enumerate(zip(index_batches, self.image_batches(index_batches))):
             labels, boxes, landmarks = self.targets(indices)
             if augment:
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(int(seeds[step]) if seeds is not None else step)
-                yield augment_batch(images, labels, boxes, landmarks, generator)
+                yield augment_batch(images, labels, boxes, landmarks, generator, low_resolution_prob)
             else:
                 yield Batch(normalize(images), labels, boxes, landmarks)
 
@@ -141,19 +142,40 @@ class SampleTensors:
 # Augmentation
 
 
+def low_resolution(x: torch.Tensor, chosen: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
+    """``x`` (float, ``B x 3 x S x S``) with the ``chosen`` crops shrunk to ``sides`` (area
+    averaging, as the cascade cuts its crops) and enlarged back to ``S`` (bilinear); one resize
+    pair per distinct side."""
+    size = x.shape[-1]
+    x = x.clone()
+    for side in sides[chosen].unique().tolist():
+        rows = (chosen & (sides == side)).nonzero().squeeze(1)
+        small = F.interpolate(x[rows], size=(side, side), mode="area")
+        x[rows] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor,
-                  generator: torch.Generator) -> Batch:
+                  generator: torch.Generator, low_resolution_prob: float = 0.0) -> Batch:
     """Random flip and brightness/contrast jitter of a uint8 batch, then normalisation.
 
     Per crop: ``y = clamp(mean + c (x - mean) + b, 0, 255)``, normalised as ``(y - 127.5) / 128``.
     The jitter and the normalisation are folded into one multiply-add and one clamp, and the flip is
-    done on the uint8 pixels, so the batch is read and written only a few times.
+    done on the uint8 pixels, so the batch is read and written only a few times.  With
+    ``low_resolution_prob`` that share of the crops is first shown at a lower resolution
+    (:func:`low_resolution`, a side drawn uniformly from a quarter of the input size to all of it);
+    at 0 the random draws are exactly those of a run without the option.
     """
     n = images.shape[0]
     draws = torch.rand((3, n), generator=generator, device=images.device)
     flip = draws[0] < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(3), images)
     x = images.float()
+    if low_resolution_prob > 0:
+        size = images.shape[-1]
+        chosen = torch.rand(n, generator=generator, device=images.device) < low_resolution_prob
+        sides = torch.randint(max(1, size // 4), size, (n,), generator=generator, device=images.device)
+        x = low_resolution(x, chosen, sides)
     contrast = 1.0 + (draws[1] * 2 - 1) * CONTRAST_JITTER
     brightness = (draws[2] * 2 - 1) * BRIGHTNESS_JITTER
     mean = x.mean(dim=(1, 2, 3))

@@ -63,7 +63,7 @@ def train_steps(run: StageRun, epoch: int, start: int, stop: int,
     index_batches = epoch_index_batches(run, epoch, start, stop)
     seeds = [step_seed(cfg.seed, epoch, step, run.ctx.rank) for step in range(start, stop)]
     run.model.train()
-    for step, batch in enumerate(run.data.batches(index_batches, cfg.augment, seeds), start):
+    for step, batch in enumerate(run.data.batches(index_batches, cfg.augment, seeds, cfg.low_resolution_prob), start):
         with run.autocast():
             outputs = run.model(batch.images)
         logits, box_pred, landmark_pred = flatten_outputs(outputs)

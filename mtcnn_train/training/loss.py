@@ -10,7 +10,9 @@ Each sample feeds only the tasks its label allows (the paper's sample type indic
 
 (``train.<stage>.landmark_faces_classify`` adds the landmark faces to the face/non-face loss as
 faces: many more faces to learn from where the detection set's are few, at the cost of the
-paper's β.)
+paper's β.  ``train.<stage>.part_faces_classify`` adds the part faces with a soft target that
+grows with their IoU, :func:`part_face_targets`, so a crop covering half a face scores below one
+on the whole face; also off by default.)
 
 * face/non-face: softmax cross-entropy on the two logits; online hard example mining (OHEM)
   keeps the ``floor(keep_ratio * n)`` largest of the ``n`` per-sample losses in the batch (at least
@@ -48,11 +50,17 @@ class LossWeights:
     ohem_keep_ratio: float = 0.7
     #: Landmark faces also feed the face/non-face loss as faces (off: the paper's β).
     landmark_faces_classify: bool = False
+    #: Part faces also feed the face/non-face loss, with soft targets (off: the paper's β).
+    part_faces_classify: bool = False
+    #: The IoU band over which a part face's target rises from 0 to 1 (the sampling's negative
+    #: and positive edges).
+    part_target_band: tuple[float, float] = (0.3, 0.65)
 
     @classmethod
-    def from_config(cls, stage_cfg) -> "LossWeights":
+    def from_config(cls, stage_cfg, sampling_cfg=None) -> "LossWeights":
+        band = (sampling_cfg.neg_iou, sampling_cfg.pos_iou) if sampling_cfg is not None else (0.3, 0.65)
         return cls(stage_cfg.alpha_det, stage_cfg.alpha_box, stage_cfg.alpha_landmark, stage_cfg.ohem_keep_ratio,
-                   stage_cfg.landmark_faces_classify)
+                   stage_cfg.landmark_faces_classify, stage_cfg.part_faces_classify, band)
 
 
 @dataclass
@@ -75,6 +83,27 @@ def task_masks(labels: torch.Tensor, landmark_faces_classify: bool = False
     box = (labels == LABEL_POSITIVE) | (labels == LABEL_PART)
     landmark = labels == LABEL_LANDMARK
     return det, box, landmark
+
+
+def offsets_iou(box_targets: torch.Tensor) -> torch.Tensor:
+    """IoU of each crop with its face, from the box targets alone: the crop is ``[0, 0, 1, 1]`` in
+    its own units and the face ``[dx1, dy1, 1 + dx2, 1 + dy2]`` (:func:`geometry.box_offsets`)."""
+    x1, y1 = box_targets[:, 0], box_targets[:, 1]
+    x2, y2 = 1.0 + box_targets[:, 2], 1.0 + box_targets[:, 3]
+    inter = (torch.minimum(x2, torch.ones_like(x2)) - x1.clamp(min=0)).clamp(min=0) * \
+        (torch.minimum(y2, torch.ones_like(y2)) - y1.clamp(min=0)).clamp(min=0)
+    face_area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    return inter / (1.0 + face_area - inter).clamp(min=1e-6)
+
+
+def part_face_targets(box_targets: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+    """Soft face/non-face targets of part faces: 0 at the band's low edge (a negative's IoU), rising
+    linearly to 1 at its high edge (a positive's), so the face score follows how well a crop
+    covers the face.  Why: the paper's β leaves part faces out of this loss, so O-Net never learns
+    that a box on half a face is worse than one on the whole face; such a box can then outscore
+    the good one and, in the final NMS, suppress it."""
+    low, high = band
+    return ((offsets_iou(box_targets) - low) / (high - low)).clamp(0.0, 1.0)
 
 
 def flatten_outputs(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -140,6 +169,17 @@ def multitask_loss(logits: torch.Tensor, box_pred: torch.Tensor, landmark_pred: 
     det_targets = (labels == LABEL_POSITIVE) | (weights.landmark_faces_classify & (labels == LABEL_LANDMARK))
     det_targets = det_targets.long()
     ce = F.cross_entropy(logits, det_targets, reduction="none")
+    if weights.part_faces_classify:
+        part = labels == LABEL_PART
+        soft = part_face_targets(torch.where(part[:, None], box_targets.float(), torch.zeros_like(box_targets)),
+                                 weights.part_target_band)
+        log_probs = F.log_softmax(logits, dim=1)
+        # KL divergence rather than cross-entropy (same gradient): it is 0 when the prediction meets
+        # the target, so OHEM ranks parts by how wrong they are, not by their target's entropy.
+        entropy = -(torch.xlogy(soft, soft) + torch.xlogy(1.0 - soft, 1.0 - soft))
+        soft_kl = -(soft * log_probs[:, 1] + (1.0 - soft) * log_probs[:, 0]) - entropy
+        ce = torch.where(part, soft_kl, ce)
+        det_mask = det_mask | part
     det = ohem_mean(ce, det_mask, weights.ohem_keep_ratio)
     box = masked_squared_l2(box_pred, box_targets.float(), box_mask)
     landmark = masked_squared_l2(landmark_pred, landmark_targets.float(), landmark_mask)

@@ -162,4 +162,4 @@ def prepare_run(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], ctx:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     return StageRun(stage, cfg, train_cfg, ctx, device, data, torch.from_numpy(train_ids).long(),
                     torch.from_numpy(val_ids).long(), net, model, optimizer, scheduler, scaler,
-                    LossWeights.from_config(train_cfg), batch_size, steps_per_epoch, initialised_from, ema)
+                    LossWeights.from_config(train_cfg, cfg.sampling), batch_size, steps_per_epoch, initialised_from, ema)

@@ -85,6 +85,7 @@ def test_overrides_nested_and_typed():
     ("train.pnet.epochs=0", "train.pnet.epochs"),
     ("train.pnet.ohem_keep_ratio=0", "ohem_keep_ratio"),
     ("train.onet.dropout=1", "train.onet.dropout: must lie in [0, 1)"),
+    ("train.rnet.low_resolution_prob=1.5", "train.rnet.low_resolution_prob: must lie in [0, 1]"),
     ("train.pnet.dropout=0.2", "train.pnet.dropout: P-Net is fully convolutional"),
     ("detection.scale_factor=1.5", "scale_factor"),
     ("detection.rnet_score_weight=1", "detection.rnet_score_weight: must lie in [0, 1)"),

@@ -12,7 +12,7 @@ from mtcnn_train.samples.shards import SampleSet, write_sample_set
 from mtcnn_train.samples.labels import LABEL_POSITIVE
 from mtcnn_train.training import data as data_module
 from mtcnn_train.geometry import mirror_box_offsets, mirror_point_fractions
-from mtcnn_train.training.data import SampleTensors, augment_batch, split_by_source
+from mtcnn_train.training.data import SampleTensors, augment_batch, low_resolution, split_by_source
 
 from tests.training.conftest import write_tiny_samples
 
@@ -74,6 +74,32 @@ def test_augment_is_a_function_of_the_seed_and_stays_in_range():
     assert torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
     assert a.images.min() >= normalize(torch.tensor(0.0)) and a.images.max() <= normalize(torch.tensor(255.0))
+
+
+def test_low_resolution_blurs_only_the_chosen_crops():
+    # A one-pixel checkerboard: shrunk and enlarged back it turns grey; a side of the full size
+    # (area resize to the same size, then bilinear to the same size) leaves a crop as it was.
+    board = (torch.arange(48)[:, None] + torch.arange(48)[None]) % 2 * 255.0
+    x = board.expand(4, 3, 48, 48).clone()
+    chosen = torch.tensor([True, True, False, True])
+    sides = torch.tensor([12, 24, 12, 48])
+    out = low_resolution(x, chosen, sides)
+    assert torch.equal(out[2], x[2]) and torch.allclose(out[3], x[3])
+    for row in (0, 1):
+        assert out[row].std() < 1.0 and out[row].mean().item() == pytest.approx(127.5, abs=1.0)
+    assert torch.equal(x[0], board.expand(3, 48, 48))  # the input is not changed in place
+
+
+def test_augment_without_low_resolution_draws_as_before():
+    images = torch.randint(0, 256, (32, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    args = (images, torch.zeros(32, dtype=torch.int8), torch.zeros(32, 4), torch.zeros(32, 10))
+    plain = augment_batch(*args, torch.Generator().manual_seed(11))
+    off = augment_batch(*args, torch.Generator().manual_seed(11), low_resolution_prob=0.0)
+    on = augment_batch(*args, torch.Generator().manual_seed(11), low_resolution_prob=0.5)
+    assert torch.equal(plain.images, off.images)
+    changed = (on.images != plain.images).flatten(1).any(1)
+    assert 4 < int(changed.sum()) < 28  # about half the crops
+    assert on.images.min() >= normalize(torch.tensor(0.0)) and on.images.max() <= normalize(torch.tensor(255.0))
 
 
 def test_resident_and_streamed_batches_are_identical(tmp_path):

@@ -9,8 +9,9 @@ import torch
 
 from mtcnn_train.nets import PNet
 from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
-from mtcnn_train.training.loss import (LossWeights, flatten_outputs, multitask_loss, ohem_keep_count, ohem_mean,
-                                       task_masks)
+from mtcnn_train.geometry import box_offsets, iou_matrix
+from mtcnn_train.training.loss import (LossWeights, flatten_outputs, multitask_loss, offsets_iou, ohem_keep_count,
+                                       ohem_mean, part_face_targets, task_masks)
 
 NAN = float("nan")
 
@@ -58,6 +59,55 @@ def test_landmark_faces_classified_as_faces_when_asked():
     assert terms.landmark.item() == pytest.approx(10 * 0.01, rel=1e-6)
     det, box, landmark = task_masks(_example()[3], landmark_faces_classify=True)
     assert det.tolist() == [True, True, False, True] and landmark.tolist() == [False, False, False, True]
+
+
+def test_part_faces_classified_with_soft_targets_when_asked():
+    """``part_faces_classify``: the part face (IoU 0.5 with its face, logits (5, -5)) joins the
+    face/non-face loss with target (0.5 - 0.3) / (0.65 - 0.3) as a KL divergence; nothing else moves."""
+    weights = LossWeights(1.0, 0.5, 0.5, ohem_keep_ratio=1.0, part_faces_classify=True, part_target_band=(0.3, 0.65))
+    terms = multitask_loss(*_example(), weights)
+    plain = multitask_loss(*_example(), LossWeights(1.0, 0.5, 0.5, ohem_keep_ratio=1.0))
+    target = (0.5 - 0.3) / (0.65 - 0.3)
+    log_face, log_background = -math.log1p(math.exp(10.0)), -math.log1p(math.exp(-10.0))
+    kl = -(target * log_face + (1 - target) * log_background) + target * math.log(target) + \
+        (1 - target) * math.log(1 - target)
+    ce_negative, ce_positive = math.log(1 + math.exp(-2.0)), math.log(2.0)
+    assert terms.det.item() == pytest.approx((ce_negative + ce_positive + kl) / 3, rel=1e-5)
+    assert terms.box.item() == plain.box.item() and terms.landmark.item() == plain.landmark.item()
+
+
+def test_part_face_loss_is_zero_where_the_prediction_meets_its_target():
+    labels = torch.tensor([LABEL_PART], dtype=torch.int8)
+    box_targets = torch.tensor([[0.5, 0.0, 0.0, 0.0]])  # IoU 0.5 -> target 4/7
+    target = 4 / 7
+    logits = torch.tensor([[0.0, math.log(target / (1 - target))]])
+    terms = multitask_loss(logits, torch.zeros(1, 4), torch.zeros(1, 10), labels, box_targets,
+                           torch.full((1, 10), NAN), LossWeights(part_faces_classify=True, ohem_keep_ratio=1.0))
+    assert abs(terms.det.item()) < 1e-6
+
+
+def test_offsets_iou_is_the_crop_face_iou():
+    generator = torch.Generator().manual_seed(3)
+    corners = torch.rand((200, 2), generator=generator) * 50
+    sides = 10 + torch.rand(200, generator=generator) * 50
+    crops = torch.cat([corners, corners + sides[:, None]], 1).double().numpy()
+    faces = crops + torch.randn((200, 4), generator=generator).double().numpy() * sides[:, None].numpy() * 0.3
+    faces[:, 2:] = faces[:, 2:].clip(faces[:, :2] + 1)
+    expected = [iou_matrix(c[None], f[None])[0, 0] for c, f in zip(crops, faces)]
+    got = offsets_iou(torch.from_numpy(box_offsets(crops, faces)))
+    assert got.tolist() == pytest.approx(expected, abs=1e-5)
+    assert min(expected) < 0.3 < 0.65 < max(expected)  # the draw spans all the bands
+
+
+def test_part_face_targets_rise_across_the_band():
+    # Faces shifted right by d of the crop's side: IoU (1 - d) / (1 + d).
+    shifts = torch.tensor([0.6, 0.45, 0.25, 0.1, 0.0])
+    offsets = torch.stack([shifts, torch.zeros(5), shifts, torch.zeros(5)], 1)
+    iou = (1 - shifts) / (1 + shifts)
+    targets = part_face_targets(offsets, (0.3, 0.65))
+    assert targets.tolist() == pytest.approx(((iou - 0.3) / 0.35).clamp(0, 1).tolist(), abs=1e-6)
+    assert targets[0] == 0 and targets[-1] == 1 and bool((targets.diff() >= 0).all())
+    assert 0 < targets[1] < targets[2] < 1
 
 
 @pytest.mark.parametrize("ratio", [0.7, 0.5, 0.33, 0.9, 1.0])
