@@ -54,7 +54,12 @@ def _overlap_torch(boxes: torch.Tensor, mode: str) -> torch.Tensor:
 
 def _pair_overlap(boxes: torch.Tensor, first: torch.Tensor, second: torch.Tensor, mode: str) -> torch.Tensor:
     """:func:`_overlap_torch` for a list of index pairs: the same arithmetic, element by element."""
-    a, b = boxes[first], boxes[second]
+    return paired_overlap(boxes[first], boxes[second], mode)
+
+
+def paired_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> torch.Tensor:
+    """IoU (``mode="union"``) or intersection over the smaller area (``"min"``) of ``a[i]`` with
+    ``b[i]``, for two ``(N, 4)`` tensors of boxes; 0 where both are empty."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
@@ -267,15 +272,6 @@ def landmarks_from_offsets(crops, offsets):
 #: Point order after a horizontal flip: the left eye becomes the right eye, the mouth corners swap,
 #: the nose stays (points are left eye, right eye, nose, left and right mouth corner).
 MIRROR_POINT_ORDER = (1, 0, 2, 4, 3)
-
-
-def mirror_box_offsets(offsets):
-    """Box offsets ``(dx1, dy1, dx2, dy2)`` (NumPy or torch) of horizontally flipped crops:
-    ``(-dx2, dy1, -dx1, dy2)``.  With offsets as fractions of the crop, the face's left edge sits
-    ``dx1`` from the crop's left edge and its right edge ``dx2`` from the crop's right edge;
-    flipping swaps the roles and the signs."""
-    lib = np if isinstance(offsets, np.ndarray) else torch
-    return lib.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
 
 
 def mirror_boxes(boxes, width: float):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mtcnn_train.geometry import calibrate, paired_overlap
 from mtcnn_train.samples.labels import LABEL_LANDMARK, LABEL_NEGATIVE, LABEL_PART, LABEL_POSITIVE
 
 #: OHEM ratios are applied in exact integer arithmetic with this many steps per unit, so that
@@ -57,8 +58,8 @@ class LossWeights:
     part_target_band: tuple[float, float] = (0.3, 0.65)
 
     @classmethod
-    def from_config(cls, stage_cfg, sampling_cfg=None) -> "LossWeights":
-        band = (sampling_cfg.neg_iou, sampling_cfg.pos_iou) if sampling_cfg is not None else (0.3, 0.65)
+    def from_config(cls, stage_cfg, sampling_cfg) -> "LossWeights":
+        band = (sampling_cfg.neg_iou, sampling_cfg.pos_iou)
         return cls(stage_cfg.alpha_det, stage_cfg.alpha_box, stage_cfg.alpha_landmark, stage_cfg.ohem_keep_ratio,
                    stage_cfg.landmark_faces_classify, stage_cfg.part_faces_classify, band)
 
@@ -87,13 +88,9 @@ def task_masks(labels: torch.Tensor, landmark_faces_classify: bool = False
 
 def offsets_iou(box_targets: torch.Tensor) -> torch.Tensor:
     """IoU of each crop with its face, from the box targets alone: the crop is ``[0, 0, 1, 1]`` in
-    its own units and the face ``[dx1, dy1, 1 + dx2, 1 + dy2]`` (:func:`geometry.box_offsets`)."""
-    x1, y1 = box_targets[:, 0], box_targets[:, 1]
-    x2, y2 = 1.0 + box_targets[:, 2], 1.0 + box_targets[:, 3]
-    inter = (torch.minimum(x2, torch.ones_like(x2)) - x1.clamp(min=0)).clamp(min=0) * \
-        (torch.minimum(y2, torch.ones_like(y2)) - y1.clamp(min=0)).clamp(min=0)
-    face_area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-    return inter / (1.0 + face_area - inter).clamp(min=1e-6)
+    its own units and the face that crop calibrated by its targets (:func:`geometry.box_offsets`)."""
+    unit = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=box_targets.dtype, device=box_targets.device).expand_as(box_targets)
+    return paired_overlap(unit, calibrate(unit, box_targets))
 
 
 def part_face_targets(box_targets: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
