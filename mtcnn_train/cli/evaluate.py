@@ -41,6 +41,9 @@ def _given(**options) -> list[str]:
 @click.option("--compare", multiple=True, type=_FILE, metavar="DISCROC",
               help="Other runs' DiscROC files to draw on the same ROC plot (--compare A.txt B.txt ...).")
 @click.argument("more_compare", nargs=-1, type=_FILE, metavar="")
+@click.option("--label", default=None, help="Name of this run's curve on the ROC plot (default: rectangles, "
+                                            "or the --detections file's name); compared curves are named "
+                                            "by their folders.")
 @click.option("--matching", type=click.Choice(["official", "optimal"]), default="official", show_default=True,
               help="Face-detection matching. official: the published evaluate program's Hungarian solver, "
                    "reproduced exactly, so the numbers are the published program's (it sometimes misses the "
@@ -48,7 +51,7 @@ def _given(**options) -> list[str]:
 @click.option("--out", type=_DIR, required=True, help="Output folder (DiscROC.txt, ContROC.txt, roc.png, ...).")
 @config_options
 def eval_fddb(fddb_root, weights, backend, folds, box_to_ellipse, detections, annotations, image_list, images, ellipse,
-              compare, more_compare, matching, out, config_path, overrides) -> None:
+              compare, more_compare, label, matching, out, config_path, overrides) -> None:
     """FDDB ROC, scored exactly like the official evaluate program."""
     from mtcnn_train.evaluation import fddb
 
@@ -69,7 +72,7 @@ def eval_fddb(fddb_root, weights, backend, folds, box_to_ellipse, detections, an
         out = prepare_output_dir(out, force=False)
         fddb.evaluate_fddb_file(detections, annotations, image_list, images, out, ellipse=ellipse,
                                 compare=list(compare) + list(more_compare), overlap=ev.fddb_overlap,
-                                fp_points=ev.fp_points, echo=click.echo, matching=matching)
+                                fp_points=ev.fp_points, echo=click.echo, matching=matching, label=label)
         return
     if weights is None:
         raise UserError("give --weights RUN_DIR (detect and score) or --detections FILE (score a file)")
@@ -81,7 +84,8 @@ def eval_fddb(fddb_root, weights, backend, folds, box_to_ellipse, detections, an
         raise UserError("--weights needs --fddb-root (or data.fddb_root in the config)")
     out = prepare_output_dir(out, force=False)
     fddb.evaluate_fddb_run(weights, root, out, cfg, folds=folds, box_to_ellipse=box_to_ellipse, echo=click.echo,
-                           matching=matching, compare=list(compare) + list(more_compare), backend=backend)
+                           matching=matching, compare=list(compare) + list(more_compare), backend=backend,
+                           label=label)
 
 
 @eval_group.command("wider")

@@ -644,19 +644,44 @@ def describe(result: FddbResult, fp_points: Sequence[int], label: str = "FDDB") 
     return "\n".join(lines)
 
 
-def _compare_label(path: Path) -> str:
+def _compare_label(path: Path, depth: int = 1) -> str:
+    """A ROC file's curve label: its name without the DiscROC/ContROC suffix, else its folder's
+    name, with ``depth - 1`` more folders in front (``runs/a/fddb-chosen/DiscROC.txt`` at depth 2:
+    ``a/fddb-chosen``)."""
     stem = path.stem
     for suffix in ("DiscROC", "ContROC"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)].rstrip("-_ ")
-    return stem or path.parent.name or path.name
+    parts = [stem] if stem else []
+    folder = path.parent
+    while len(parts) < depth and folder.name:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return "/".join(parts) or path.name
+
+
+def curve_labels(main_label: str, compare: Sequence[Path]) -> list[str]:
+    """Labels of the compared ROC files, with as many parent folders as it takes to tell them
+    apart from each other and from ``main_label`` (two runs' ``fddb-chosen/DiscROC.txt`` become
+    ``run-a/fddb-chosen`` and ``run-b/fddb-chosen``)."""
+    paths = [Path(p).resolve() for p in compare]
+    depths = [1] * len(paths)
+    while True:
+        labels = [_compare_label(p, d) for p, d in zip(paths, depths)]
+        clashing = [i for i, label in enumerate(labels)
+                    if label == main_label or labels.count(label) > 1]
+        grown = [i for i in clashing if _compare_label(paths[i], depths[i] + 1) != labels[i]]
+        if not grown:
+            return labels
+        for i in grown:
+            depths[i] += 1
 
 
 def _plot(out_dir: Path, result: FddbResult, label: str, compare: Sequence[Path] = ()) -> Path:
     from mtcnn_train.evaluation.plots import plot_roc
 
     curves = [(label, result.disc)]
-    curves += [(_compare_label(p), read_roc(p)) for p in compare]
+    curves += list(zip(curve_labels(label, compare), (read_roc(p) for p in compare)))
     path = out_dir / "roc.png"
     plot_roc(path, curves, title=f"FDDB discrete ROC ({result.num_faces} faces)")
     return path
@@ -672,13 +697,14 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
                        images_dir: str | Path, out_dir: str | Path, ellipse: bool = False,
                        compare: Sequence[str | Path] = (), overlap: float = 0.5,
                        fp_points: Sequence[int] = (100, 500, 1000, 2000), echo=print,
-                       matching: str = "official") -> FddbResult:
+                       matching: str = "official", label: str | None = None) -> FddbResult:
     """Score an existing detection file: the replacement for the official ``evaluate`` program.
 
     Images are taken from ``image_list`` (official ``-l``), their faces from ``annotations_file``
     (``-a``), their sizes from ``images_dir/NAME.jpg`` (``-i`` with ``-z .jpg``).  Writes
     ``DiscROC.txt``, ``ContROC.txt``, ``summary.json`` and ``roc.png`` into ``out_dir``.
-    ``matching`` is ``"official"`` or ``"optimal"`` (see :func:`score_fddb`).
+    ``matching`` is ``"official"`` or ``"optimal"`` (see :func:`score_fddb`); ``label`` names
+    this file's curve on the plot (default: the file's name).
     """
     check_matching(matching)
     out_dir = Path(out_dir)
@@ -700,7 +726,7 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
                         ellipse_detections=ellipse, progress=True, matching=matching)
     write_result(out_dir, result, fp_points, {"detections": str(detections_file),
                                               "detections_not_in_list": len(unlisted), "matching": matching})
-    plot = _plot(out_dir, result, Path(detections_file).stem, [Path(p) for p in compare])
+    plot = _plot(out_dir, result, label or Path(detections_file).stem, [Path(p) for p in compare])
     echo(describe(result, fp_points))
     if unlisted:
         echo(f"  note: {len(unlisted)} image(s) in the detections are not in the list and were ignored")
@@ -715,7 +741,7 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
 def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: str | Path, cfg: Any,
                                 box_to_ellipse: bool | None = None, fingerprint: dict[str, Any] | None = None,
                                 echo=print, matching: str = "official",
-                                compare: Sequence[Path] = ()) -> dict[str, FddbResult]:
+                                compare: Sequence[Path] = (), label: str | None = None) -> dict[str, FddbResult]:
     """Detect faces in FDDB images, write the official detection file, score it, write a report.
 
     ``records`` are FaceRecords with ``.name``, ``.image_path`` and ``.ellipses``.  Writes into
@@ -726,7 +752,7 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     "box_to_ellipse": result]}``.  Rerunning after an interruption continues from the images
     already detected with the same detector (``fingerprint``).  ``matching`` is ``"official"``
     or ``"optimal"`` (see :func:`score_fddb`).  ``compare``: DiscROC files of other runs drawn on
-    the rectangle plot.
+    the rectangle plot, this run's curve named ``label`` (default: "rectangles").
     """
     from mtcnn_train.geometry import box_to_ellipse as to_ellipse
 
@@ -753,7 +779,7 @@ def evaluate_fddb_with_detector(cascade: Any, records: Sequence[Any], out_dir: s
     results = {"rectangles": score_fddb(annotations, written, sizes, overlap=ev.fddb_overlap, progress=True,
                                         matching=matching)}
     write_result(out_dir, results["rectangles"], fp_points, extra)
-    _plot(out_dir, results["rectangles"], "rectangles", compare)
+    _plot(out_dir, results["rectangles"], label or "rectangles", compare)
     echo(describe(results["rectangles"], fp_points, "FDDB (rectangles, official scoring)"))
     if use_ellipses:
         sub = out_dir / "box_to_ellipse"
@@ -803,7 +829,7 @@ def parse_folds(text: str | Sequence[int] | None) -> list[int]:
 def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str | Path, cfg: Any,
                       folds: str | Sequence[int] | None = None, box_to_ellipse: bool | None = None,
                       echo=print, matching: str = "official", compare: Sequence[Path] = (),
-                      backend: str = "torch") -> dict[str, FddbResult]:
+                      backend: str = "torch", label: str | None = None) -> dict[str, FddbResult]:
     """``eval fddb --weights``: load the cascade from a run folder (or, with an onnx ``backend``, an
     export folder), read the folds, evaluate."""
     check_matching(matching)
@@ -818,4 +844,4 @@ def evaluate_fddb_run(weights: str | Path, fddb_root: str | Path, out_dir: str |
     fingerprint = {**detector_fingerprint(weights, cfg.detection), "backend": backend}
     return evaluate_fddb_with_detector(cascade, records, out_dir, cfg, box_to_ellipse=box_to_ellipse,
                                        fingerprint=fingerprint, echo=echo,
-                                       matching=matching, compare=compare)
+                                       matching=matching, compare=compare, label=label)

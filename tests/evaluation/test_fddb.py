@@ -237,3 +237,19 @@ def test_folds_spec():
     assert fddb.parse_folds(None) == list(range(1, 11))
     with pytest.raises(Exception, match="1 to 10"):
         fddb.parse_folds("0-2")
+
+
+def test_compared_curves_are_named_by_as_many_folders_as_tell_them_apart(tmp_path):
+    from mtcnn_train.evaluation.fddb import curve_labels
+
+    published = tmp_path / "test-published" / "fddb-chosen" / "DiscROC.txt"
+    ours = tmp_path / "test-r9a" / "fddb-chosen" / "DiscROC.txt"
+    named = tmp_path / "lenient-DiscROC.txt"
+    # One folder suffices when the names differ; a clash (also with the main curve) adds parents.
+    assert curve_labels("rectangles", [published]) == ["fddb-chosen"]
+    assert curve_labels("rectangles", [published, ours, named]) == \
+        ["test-published/fddb-chosen", "test-r9a/fddb-chosen", "lenient"]
+    assert curve_labels("fddb-chosen", [published]) == ["test-published/fddb-chosen"]
+    # The same file twice cannot be told apart: the labels stop growing at the root.
+    same = curve_labels("rectangles", [published, published])
+    assert same[0] == same[1] and same[0].endswith("test-published/fddb-chosen")

@@ -90,7 +90,7 @@ def test_cli_compare_overlays_other_curves(fddb_case, run_cli):
     base = ["eval", "fddb", "--annotations", fddb_case / "ellipseList.txt", "--image-list", fddb_case / "list.txt",
             "--images", fddb_case / "originalPics"]
     result = run_cli(*base, "--detections", fddb_case / "ellipses.txt", "--ellipse", "--out", fddb_case / "second",
-                        "--compare", other, other)
+                        "--compare", other, other, "--label", "ours")
     assert result.returncode == 0, result.stderr
     assert (fddb_case / "second" / "roc.png").exists()
 
