@@ -33,7 +33,8 @@ def _given(**options) -> list[str]:
 @click.option("--folds", default=None, metavar="SPEC", help="Folds to evaluate: 1-10 (default), 2, 1,3,5-7.")
 @click.option("--box-to-ellipse/--no-box-to-ellipse", "box_to_ellipse", default=None,
               help="Also score the boxes turned into ellipses (default: evaluation.box_to_ellipse).")
-@click.option("--detections", type=_FILE, help="Score this detection file (official FDDB layout) instead.")
+@click.option("--detections", type=_FILE, help="Score this detection file (official FDDB layout) instead: against "
+                                               "--fddb-root's --folds, or the official -a/-l/-i trio below.")
 @click.option("--annotations", type=_FILE, help="FDDB ellipse list for --detections (official -a).")
 @click.option("--image-list", type=_FILE, help="Images to score, one name per line (official -l).")
 @click.option("--images", type=_DIR, help="Folder holding NAME.jpg for each listed image (official -i).")
@@ -60,19 +61,30 @@ def eval_fddb(fddb_root, weights, backend, folds, box_to_ellipse, detections, an
     cfg = get_config(config_path, overrides)
     ev = cfg.evaluation
     if detections is not None:
-        clash = _given(weights=weights, fddb_root=fddb_root, folds=folds)
-        if clash:
-            raise UserError(f"--detections scores a file; it does not combine with {', '.join(clash)}")
+        if weights is not None:
+            raise UserError("--detections scores a file; it does not combine with --weights")
+        if box_to_ellipse:
+            raise UserError("--box-to-ellipse applies to --weights; for a file of ellipses use --ellipse")
+        official = _given(annotations=annotations, image_list=image_list, images=images)
+        common = dict(ellipse=ellipse, compare=list(compare) + list(more_compare), overlap=ev.fddb_overlap,
+                      fp_points=ev.fp_points, echo=click.echo, matching=matching, label=label)
+        if fddb_root is not None or folds is not None:  # the folds say which images and faces
+            if official:
+                raise UserError(f"--detections with --fddb-root/--folds takes the images and faces from the folds; "
+                                f"drop {', '.join(official)}")
+            root = fddb_root or cfg.resolve_path(cfg.data.fddb_root)
+            if root is None:
+                raise UserError("--folds needs --fddb-root (or data.fddb_root in the config)")
+            out = prepare_output_dir(out, force=False)
+            fddb.evaluate_fddb_file_on_folds(detections, root, out, folds=folds, **common)
+            return
         missing = [f"--{n}" for n, v in (("annotations", annotations), ("image-list", image_list), ("images", images))
                    if v is None]
         if missing:
-            raise UserError(f"--detections needs {', '.join(missing)}")
-        if box_to_ellipse:
-            raise UserError("--box-to-ellipse applies to --weights; for a file of ellipses use --ellipse")
+            raise UserError(f"--detections needs {', '.join(missing)} (the official -a, -l, -i), "
+                            "or --fddb-root [--folds] to score against FDDB's folds")
         out = prepare_output_dir(out, force=False)
-        fddb.evaluate_fddb_file(detections, annotations, image_list, images, out, ellipse=ellipse,
-                                compare=list(compare) + list(more_compare), overlap=ev.fddb_overlap,
-                                fp_points=ev.fp_points, echo=click.echo, matching=matching, label=label)
+        fddb.evaluate_fddb_file(detections, annotations, image_list, images, out, **common)
         return
     if weights is None:
         raise UserError("give --weights RUN_DIR (detect and score) or --detections FILE (score a file)")

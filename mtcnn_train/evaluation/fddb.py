@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from mtcnn_train.datasets.annotation_text import MAX_DRAWN_COORDINATE, parse_number
-from mtcnn_train.errors import AnnotationError, UserError
+from mtcnn_train.errors import AnnotationError, ImageError, UserError
 from mtcnn_train.evaluation.fddb_matching import MATCHING_METHODS, OfficialSolverError, assignment
 from mtcnn_train.detection.runner import DetectionLog, detect_images, detector_fingerprint
 from mtcnn_train.io import remove_stale_temp_files, atomic_write_json, atomic_write_text, image_size
@@ -707,29 +707,70 @@ def evaluate_fddb_file(detections_file: str | Path, annotations_file: str | Path
     this file's curve on the plot (default: the file's name).
     """
     check_matching(matching)
-    out_dir = Path(out_dir)
     names = read_image_list(image_list)
     records = {r.name: r for r in _read_annotations(annotations_file, images_dir)}
     absent = [n for n in names if n not in records]
     if absent:
         raise UserError(f"{image_list}: image {absent[0]!r} is not in the annotations {annotations_file}"
                         + (f" ({len(absent)} such images)" if len(absent) > 1 else ""))
-    detections = read_detections(detections_file, ellipse)
     sizes = {}
     for name in names:
-        path = Path(images_dir) / f"{name}.jpg"
-        width, height = image_size(path)
+        width, height = image_size(Path(images_dir) / f"{name}.jpg")
         sizes[name] = (height, width)
-    listed = set(names)
+    return _score_file(detections_file, [(n, records[n].ellipses) for n in names], sizes, out_dir, ellipse,
+                       compare, overlap, fp_points, echo, matching, label, {})
+
+
+def evaluate_fddb_file_on_folds(detections_file: str | Path, fddb_root: str | Path, out_dir: str | Path,
+                                folds: str | Sequence[int] | None = None, ellipse: bool = False,
+                                compare: Sequence[str | Path] = (), overlap: float = 0.5,
+                                fp_points: Sequence[int] = (100, 500, 1000, 2000), echo=print,
+                                matching: str = "official", label: str | None = None) -> FddbResult:
+    """Score an existing detection file against the FDDB folds under ``fddb_root`` (default all
+    ten), as ``eval fddb --weights`` scores its own: the images of the folds whose files are present
+    (those not found are counted and left out, faces and all, as the detector-driven run leaves
+    out images it cannot read).  Rescores a run's ``detections.txt`` without hand-made lists."""
+    from mtcnn_train.datasets.fddb import read_fddb
+
+    check_matching(matching)
+    fold_list = parse_folds(folds)
+    records = read_fddb(fddb_root, fold_list)
+    sizes, missing = {}, []
+    for record in records:
+        try:
+            width, height = image_size(record.image_path)
+        except ImageError:
+            missing.append(record.image_path)
+            continue
+        sizes[record.name] = (height, width)
+    if not sizes:
+        raise UserError(f"{fddb_root}: no image of folds {fold_list} could be read; nothing to score")
+    faces = [(r.name, r.ellipses) for r in records if r.name in sizes]
+    result = _score_file(detections_file, faces, sizes, out_dir, ellipse, compare, overlap, fp_points, echo,
+                         matching, label, {"folds": fold_list, "skipped_images": len(missing)})
+    if missing:
+        echo(f"  skipped {len(missing)} image(s) not found or unreadable (first: {missing[0]})")
+    return result
+
+
+def _score_file(detections_file: str | Path, faces: list[tuple[str, np.ndarray]], sizes: dict[str, tuple[int, int]],
+                out_dir: str | Path, ellipse: bool, compare: Sequence[str | Path], overlap: float,
+                fp_points: Sequence[int], echo, matching: str, label: str | None,
+                extra: dict[str, Any]) -> FddbResult:
+    """Score ``detections_file`` on ``faces`` (name, ellipses) of images of ``sizes`` (height, width);
+    write the curves, summary and plot into ``out_dir``."""
+    out_dir = Path(out_dir)
+    detections = read_detections(detections_file, ellipse)
+    listed = {name for name, _ in faces}
     unlisted = [n for n in detections if n not in listed]
-    result = score_fddb([(n, records[n].ellipses) for n in names], detections, sizes, overlap=overlap,
-                        ellipse_detections=ellipse, progress=True, matching=matching)
-    write_result(out_dir, result, fp_points, {"detections": str(detections_file),
+    result = score_fddb(faces, detections, sizes, overlap=overlap, ellipse_detections=ellipse, progress=True,
+                        matching=matching)
+    write_result(out_dir, result, fp_points, {"detections": str(detections_file), **extra,
                                               "detections_not_in_list": len(unlisted), "matching": matching})
     plot = _plot(out_dir, result, label or Path(detections_file).stem, [Path(p) for p in compare])
     echo(describe(result, fp_points))
     if unlisted:
-        echo(f"  note: {len(unlisted)} image(s) in the detections are not in the list and were ignored")
+        echo(f"  note: {len(unlisted)} image(s) in the detections are not among the scored images and were ignored")
     echo(f"wrote {out_dir / DISC_ROC_NAME}, {out_dir / CONT_ROC_NAME}, {plot}")
     return result
 

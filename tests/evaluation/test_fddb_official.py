@@ -105,3 +105,56 @@ def test_cli_errors_are_one_line(fddb_case, run_cli):
                         fddb_case / "o")
     assert result.returncode == 2
     assert f"{bad}:3:" in result.stderr and "Traceback" not in result.stderr
+
+
+def _fddb_root(case: Path) -> Path:
+    """The case as an FDDB root: images 1-3 in fold 01, 4-5 in fold 02, pictures in originalPics/."""
+    folds = case / "FDDB-folds"
+    folds.mkdir()
+    names = list(SIZES)
+    for fold, members in ((1, names[:3]), (2, names[3:])):
+        (folds / f"FDDB-fold-{fold:02d}-ellipseList.txt").write_text(_records({n: FACES[n] for n in members}))
+        (folds / f"FDDB-fold-{fold:02d}.txt").write_text("\n".join(members) + "\n")
+    return case
+
+
+def test_cli_scores_a_detection_file_against_folds(fddb_case, run_cli):
+    """--detections with --fddb-root --folds: the folds give the images and faces, as with --weights."""
+    root = _fddb_root(fddb_case)
+    result = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
+                     "--folds", "1-2", "--out", fddb_case / "folds")
+    assert result.returncode == 0, result.stderr
+    assert (fddb_case / "folds" / "DiscROC.txt").read_text() == OFFICIAL["rectangles"][0]
+    assert (fddb_case / "folds" / "ContROC.txt").read_text() == OFFICIAL["rectangles"][1]
+
+    # One fold: the other fold's detections are ignored, and said so; the same as the official trio
+    # on that fold's list.
+    (fddb_case / "list1.txt").write_text("\n".join(list(SIZES)[:3]) + "\n")
+    official = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--annotations",
+                       fddb_case / "ellipseList.txt", "--image-list", fddb_case / "list1.txt", "--images",
+                       fddb_case / "originalPics", "--out", fddb_case / "trio1")
+    one = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
+                  "--folds", "1", "--out", fddb_case / "fold1")
+    assert official.returncode == 0 and one.returncode == 0, one.stderr
+    assert (fddb_case / "fold1" / "DiscROC.txt").read_text() == (fddb_case / "trio1" / "DiscROC.txt").read_text()
+    assert "2 image(s) in the detections are not among the scored images" in one.stdout
+
+    # A missing picture is a counted skip: its faces leave the denominator, as in a --weights run.
+    (root / "originalPics" / "2003/01/13/big/img_5.jpg").unlink()
+    (fddb_case / "list4.txt").write_text("\n".join(list(SIZES)[:4]) + "\n")
+    official = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--annotations",
+                       fddb_case / "ellipseList.txt", "--image-list", fddb_case / "list4.txt", "--images",
+                       fddb_case / "originalPics", "--out", fddb_case / "trio4")
+    skipped = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
+                      "--folds", "1-2", "--out", fddb_case / "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped 1 image(s) not found" in skipped.stdout
+    assert (fddb_case / "skip" / "DiscROC.txt").read_text() == (fddb_case / "trio4" / "DiscROC.txt").read_text()
+
+
+def test_cli_detections_with_folds_refuses_the_official_trio(fddb_case, run_cli):
+    root = _fddb_root(fddb_case)
+    result = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
+                     "--annotations", fddb_case / "ellipseList.txt", "--out", fddb_case / "o")
+    assert result.returncode == 2 and "drop --annotations" in result.stderr
+    assert not (fddb_case / "o").exists()
