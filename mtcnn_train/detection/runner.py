@@ -5,7 +5,8 @@ Used by every consumer that detects over many images: FDDB and WIDER evaluation 
 :func:`detect_batches`).  Owns:
 
 * :func:`detect_batches` -- read the images of a batch (unreadable ones are reported to
-  ``on_skip`` and left out, never stopping the run), run ``cascade.detect_batch`` on the rest;
+  ``on_skip`` and left out, never stopping the run), run ``cascade.detect_batch`` on the rest,
+  reading the next batch in a background thread meanwhile;
 * :class:`DetectionLog` and :func:`detector_fingerprint` -- the append-only record of finished
   images that lets an interrupted evaluation continue, trusted only for the same detector;
 * :func:`detect_images` -- the two together, giving ``left top width height score`` rows (the
@@ -30,31 +31,59 @@ _PARTIAL_NAME = "detections.partial.jsonl"
 _FINGERPRINT_NAME = "detector.json"
 
 
+def _read_batch(chunk: list[Item], load: Callable[[Item], np.ndarray]
+                ) -> tuple[list[Item], list[np.ndarray], list[tuple[Item, ImageError]]]:
+    """Load a batch's images: (items read, their images, (item, error) for those that failed)."""
+    read, images, failed = [], [], []
+    for item in chunk:
+        try:
+            images.append(load(item))
+            read.append(item)
+        except ImageError as exc:
+            failed.append((item, exc))
+    return read, images, failed
+
+
 def detect_batches(cascade: Any, items: Sequence[Item], load: Callable[[Item], np.ndarray], batch_size: int, *,
-                   stages: str | None = None, on_skip: Callable[[Item, ImageError], None] | None = None
-                   ) -> Iterator[tuple[list[Item], list[tuple[Item, np.ndarray, Any]]]]:
+                   stages: str | None = None, on_skip: Callable[[Item, ImageError], None] | None = None,
+                   read_ahead: bool = True) -> Iterator[tuple[list[Item], list[tuple[Item, np.ndarray, Any]]]]:
     """Run ``cascade.detect_batch`` over ``items``, ``batch_size`` at a time (up to ``stages``).
 
     ``load(item)`` reads an item's ``H x W x 3`` RGB image; an :class:`ImageError` skips the item
     (told to ``on_skip``).  Yields, per batch, the items tried and ``(item, image, detections)``
-    for those read, in order.
+    for those read, in order.  With ``read_ahead`` the next batch is read in a background thread
+    while this one is detected (``load`` must then be safe to call from another thread, as
+    :func:`mtcnn_train.io.load_image` is): decoding releases the GIL, so on a machine with a core
+    to spare reading costs no detection time (``benchmarks/read_ahead.py``).  Skips are reported
+    in order either way, before the batch's detections.
     """
     step = max(1, int(batch_size))
-    for start in range(0, len(items), step):
-        chunk = list(items[start:start + step])
-        read, images = [], []
-        for item in chunk:
-            try:
-                images.append(load(item))
-                read.append(item)
-            except ImageError as exc:
-                if on_skip is not None:
+    chunks = [list(items[start:start + step]) for start in range(0, len(items), step)]
+    executor = None
+    if read_ahead and len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+    try:
+        pending = executor.submit(_read_batch, chunks[0], load) if executor is not None and chunks else None
+        for index, chunk in enumerate(chunks):
+            if pending is not None:
+                read, images, failed = pending.result()
+                pending = (executor.submit(_read_batch, chunks[index + 1], load)
+                           if index + 1 < len(chunks) else None)
+            else:
+                read, images, failed = _read_batch(chunk, load)
+            if on_skip is not None:
+                for item, exc in failed:
                     on_skip(item, exc)
-        if not images:
-            outputs = []
-        else:  # without stages, the call any cascade-like object takes (test doubles too)
-            outputs = cascade.detect_batch(images) if stages is None else cascade.detect_batch(images, stages=stages)
-        yield chunk, list(zip(read, images, outputs))
+            if not images:
+                outputs = []
+            else:  # without stages, the call any cascade-like object takes (test doubles too)
+                outputs = cascade.detect_batch(images) if stages is None else cascade.detect_batch(images, stages=stages)
+            yield chunk, list(zip(read, images, outputs))
+    finally:  # a consumer that stops early (or an error) leaves no thread reading behind
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def ltwh_rows(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
