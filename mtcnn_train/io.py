@@ -53,13 +53,30 @@ def fault_point() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _process_umask() -> int:
+    """The process's umask, read once at import (setting it to read it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Files we write get the mode a plain ``open(path, "w")`` gives (0666 less the umask), not
+#: mkstemp's private 0600: results, checkpoints and sample sets are meant to be shared.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    except OSError:  # file systems without Unix modes (FAT, some network mounts): keep theirs
+        pass
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -93,3 +93,15 @@ def test_json_safe_makes_plain_strict_json():
 
     value = {"a": math.nan, 1: (np.float32(0.5), torch.tensor(2)), "b": [math.inf, None, "x"], "c": {"d": -math.inf}}
     assert json_safe(value) == {"a": None, "1": [0.5, 2], "b": [None, None, "x"], "c": {"d": None}}
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
+    """Not mkstemp's private 0600: others can read results the way they read any file we make."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    with atomic_path(tmp_path / "shard.npy") as tmp:
+        tmp.write_bytes(b"x")
+    expected = plain.stat().st_mode & 0o777
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "shard.npy").stat().st_mode & 0o777 == expected
