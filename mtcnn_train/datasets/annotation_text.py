@@ -26,6 +26,9 @@ MAX_COORDINATE = 1_000_000.0
 #: as regions): OpenCV takes drawing coordinates as 32-bit integers.  Looser than
 #: :data:`MAX_COORDINATE` because a detector's boxes may reach far outside the image.
 MAX_DRAWN_COORDINATE = 10_000_000.0
+#: Largest attribute flag (WIDER's blur, occlusion, ...: 0..2 in the dataset) a reader accepts;
+#: flags are kept as int32.
+MAX_FLAG = 1_000_000
 
 
 def _line_of(data: bytes, position: int) -> int:
@@ -66,6 +69,8 @@ def read_text_lines(path: str | Path) -> list[str]:
 
 
 def is_number(token: str) -> bool:
+    if "_" in token:  # Python reads "1_0" as 10; annotation files mean no such thing
+        return False
     try:
         float(token)
     except ValueError:
@@ -84,6 +89,8 @@ def parse_number(token: str, path: Path | str, line: int | None, what: str,
     """One finite number of sane size read from text, or an AnnotationError naming ``what`` it was
     meant to be.  ``limit=None``: any finite number (e.g. a score)."""
     try:
+        if "_" in token:  # Python reads "1_0" as 10
+            raise ValueError(token)
         value = float(token)
     except ValueError:
         raise AnnotationError(path, line, f"{what}: {token!r} is not a number") from None
@@ -109,9 +116,11 @@ def parse_numbers(tokens: list[str], path: Path | str, line: int, names: tuple[s
 def parse_count(token: str, path: Path | str, line: int, what: str = "face count") -> int:
     """A non-negative whole number (e.g. the face count of an image)."""
     try:
-        value = int(token)
+        value = int(token) if "_" not in token else None
     except ValueError:
-        raise AnnotationError(path, line, f"{what}: expected a whole number, got {token!r}") from None
+        value = None
+    if value is None:
+        raise AnnotationError(path, line, f"{what}: expected a whole number, got {token!r}")
     if value < 0:
         raise AnnotationError(path, line, f"{what}: must not be negative, got {value}")
     return value
@@ -119,7 +128,7 @@ def parse_count(token: str, path: Path | str, line: int, what: str = "face count
 
 def parse_flag(token: str, path: Path | str, line: int, what: str) -> int:
     """A small non-negative integer attribute (WIDER's blur, occlusion, invalid, ...)."""
-    value = parse_number(token, path, line, what)
+    value = parse_number(token, path, line, what, limit=MAX_FLAG)
     if not value.is_integer() or value < 0:
         raise AnnotationError(path, line, f"{what}: expected a whole number >= 0, got {token!r}")
     return int(value)

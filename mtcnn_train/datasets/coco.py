@@ -29,7 +29,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from mtcnn_train.datasets.annotation_text import ImagePathResolver, check_number, read_text_lines
+from mtcnn_train.datasets.annotation_text import (MAX_FLAG, ImagePathResolver, check_number, read_text_lines,
+                                                  refuse_duplicate_images)
 from mtcnn_train.datasets.labels import LabelFilter, keypoint_order, normalise_keypoint_name
 from mtcnn_train.datasets.records import LANDMARK_NAMES, FaceRecord
 from mtcnn_train.datasets.wider import WIDER_FLAGS
@@ -177,9 +178,14 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
                                      or _flag(ann, "ignore", path, where))}
         attributes = ann.get("attributes")
         if isinstance(attributes, dict):
-            face_flags.update({key: int(value) for key, value in attributes.items() if key in WIDER_FLAGS
-                               and key != "invalid" and isinstance(value, int) and not isinstance(value, bool)
-                               and value >= 0})
+            wider_attributes = {key: value for key, value in attributes.items() if key in WIDER_FLAGS
+                                and key != "invalid" and isinstance(value, int) and not isinstance(value, bool)
+                                and value >= 0}
+            for key, value in wider_attributes.items():
+                if value > MAX_FLAG:  # WIDER's attributes are 0..2; flags are stored as int32
+                    raise AnnotationError(path, None, f"{where}: attributes.{key}: {value} is out of range "
+                                                      f"(limit {MAX_FLAG})")
+            face_flags.update(wider_attributes)
         index = by_id[iid]
         boxes[index].append(np.array([x, y, x + w, y + h]))
         flags[index].append(face_flags)
@@ -204,6 +210,7 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
             name=name,
             source=f"{path}:images[{k}]",
         ))
+    refuse_duplicate_images(records)
     return records
 
 

@@ -50,7 +50,7 @@ def fold_paths(fddb_root: str | Path, fold: int) -> tuple[Path, Path]:
 
 def present_folds(fddb_root: str | Path) -> list[int]:
     """The folds (1..10) whose ellipse file exists under ``fddb_root``; an error when there is none."""
-    folds = [fold for fold in FOLDS if fold_paths(fddb_root, fold)[0].is_file()]
+    folds = [fold for fold in FOLDS if fold_paths(fddb_root, fold)[0].exists()]  # a folder there: read_fddb says so
     if not folds:
         raise AnnotationError(Path(fddb_root) / "FDDB-folds", None,
                               "no FDDB-fold-XX-ellipseList.txt here; expected an FDDB root holding FDDB-folds/")

@@ -291,7 +291,7 @@ def _mtfl_image_box(image_path: Path, default_size: tuple[int, int] | None, path
             width, height = image_size(image_path)
         except ImageError as exc:
             raise AnnotationError(path, number, f"{exc} (the MTFL face box is the whole image, so its size is "
-                                                "needed; pass default_size to read without images)") from None
+                                                "needed)") from None
     return np.array([0.0, 0.0, width, height])
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcnn_train.datasets.annotation_text import ImagePathResolver, parse_flag, parse_number, read_text_lines
+from mtcnn_train.datasets.annotation_text import (ImagePathResolver, parse_flag, parse_number, read_text_lines,
+                                                  refuse_duplicate_images)
 from mtcnn_train.datasets.labels import LabelFilter
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError, UserError
@@ -158,4 +159,5 @@ def read_voc(path: str | Path, images_root: str | Path | None = None, *,
     for xml_file in files:
         folder = xml_file.parent.relative_to(xml_dir).as_posix()
         records.append(read_voc_file(xml_file, root, labels, "" if folder == "." else folder + "/"))
+    refuse_duplicate_images(records)
     return records

@@ -33,7 +33,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from mtcnn_train.datasets.annotation_text import ImagePathResolver, parse_flag, parse_numbers, read_text_lines
+from mtcnn_train.datasets.annotation_text import (ImagePathResolver, parse_flag, parse_numbers, read_text_lines,
+                                                  refuse_duplicate_images)
 from mtcnn_train.datasets.labels import LabelFilter
 from mtcnn_train.datasets.records import FaceRecord
 from mtcnn_train.errors import AnnotationError, ImageError, UserError
@@ -112,7 +113,10 @@ def _dataset_yaml(path: Path) -> tuple[Path, dict[str, str]]:
     names = doc.get("names") or {}
     if isinstance(names, list):
         names = dict(enumerate(names))
-    return base / doc["train"], {str(k): str(v) for k, v in dict(names).items()}
+    if not isinstance(names, dict):
+        raise AnnotationError(path, None, f"names: expected a list of class names or a mapping from class id to "
+                                          f"name, got {names!r:.60}")
+    return base / doc["train"], {str(k): str(v) for k, v in names.items()}
 
 
 def _names_file(folders: Iterable[Path]) -> dict[str, str]:
@@ -204,10 +208,13 @@ def read_yolo(path: str | Path, images_root: str | Path | None = None, *,
         source = f"{path}:{number}" if number is not None else str(label)
         if label.is_file():
             boxes, points, invalid = read_label_file(label, image_path, labels, class_names)
+        elif label.exists():  # a folder (or a device) where the label file should be: not "no faces"
+            raise AnnotationError(label, None, "not a label file (a folder?); expected the image's YOLO labels")
         else:  # Ultralytics reads an image without a label file as a picture with no objects
             boxes, points, invalid = np.zeros((0, 4)), None, np.zeros(0, np.int32)
         records.append(FaceRecord(image_path=image_path, boxes=boxes, landmarks=points, flags={"invalid": invalid},
                                   name=name, source=source))
+    refuse_duplicate_images(records)
     if any(r.landmarks is not None for r in records):  # one set, one layout: NaN where a file had none
         for r in records:
             if r.landmarks is None:

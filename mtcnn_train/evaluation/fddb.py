@@ -204,6 +204,9 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
             raise AnnotationError(path, i + 1, f"expected the detection count of {name!r}, got {lines[i].strip()!r}")
         count = _parse_count(fields[0], path, i + 1)
         i += 1
+        if count > len(lines) - i:  # before allocating: a corrupt count may be astronomically large
+            raise AnnotationError(path, i, f"image {name!r}: detection count {count} but only {len(lines) - i} "
+                                           "lines follow (truncated file?)")
         rows = np.zeros((count, width), dtype=np.float64)
         for k in range(count):
             if i >= len(lines):
@@ -762,6 +765,10 @@ def _score_file(detections_file: str | Path, faces: list[tuple[str, np.ndarray]]
     out_dir = Path(out_dir)
     detections = read_detections(detections_file, ellipse)
     listed = {name for name, _ in faces}
+    if listed and not listed & set(detections):  # nothing to score: a wrong file or names that never match
+        found = f"its images are named like {next(iter(detections))!r}" if detections else "it lists no image"
+        raise UserError(f"{detections_file}: no scored image is in the detections ({found}; the scored images are "
+                        f"named like {faces[0][0]!r}, without .jpg)")
     unlisted = [n for n in detections if n not in listed]
     result = score_fddb(faces, detections, sizes, overlap=overlap, ellipse_detections=ellipse, progress=True,
                         matching=matching)

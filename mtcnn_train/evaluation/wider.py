@@ -186,6 +186,8 @@ def read_prediction_file(path: str | Path) -> np.ndarray:
         raise AnnotationError(path, 2, f"box count must be a whole number >= 0, got {lines[1].strip()!r}")
     count = int(count)
     body = lines[2:]
+    if count > len(body):  # before allocating: a corrupt count may be astronomically large
+        raise AnnotationError(path, len(lines), f"expected {count} boxes (count on line 2), found {len(body)} lines")
     rows = np.zeros((count, 5))
     for k in range(count):
         if k >= len(body):
@@ -481,7 +483,12 @@ def evaluate_wider_run(out_dir: str | Path, cfg: Any, *, weights: str | Path | N
     if predictions is not None:
         if stages is not None:
             raise UserError("--stages picks the cascade's last stage; it does not combine with --predictions")
-        return evaluate_wider_predictions(gt, read_predictions(predictions), out_dir, cfg, echo)
+        read = read_predictions(predictions)
+        if not set(read) & set(gt.keys):  # nothing to score: a wrong folder or names that never match
+            found = f"its files are named like {next(iter(read))!r}" if read else "it holds no .txt files"
+            raise UserError(f"{predictions}: no prediction file matches a ground-truth image ({found}; the ground "
+                            f"truth's images are named like {gt.keys[0]!r}, as event/image without .jpg)")
+        return evaluate_wider_predictions(gt, read, out_dir, cfg, echo)
     from mtcnn_train.detection.cascade import Cascade
 
     if stages is None:

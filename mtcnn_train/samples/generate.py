@@ -341,6 +341,13 @@ def _select_and_write(cfg: Config, out: Path, candidates: Candidates, stats: dic
     problems = stats.pop("problems")
     if not len(chosen):  # an empty set would only fail later, in training
         first = f"; first problem: {problems[0]['image']}: {problems[0]['problem']}" if problems else ""
+        if sum(available.values()):  # crops were cut, but the ratio needs a type none of them has
+            needed = [name for name, share in ratio_used.items() if share > 0 and not available.get(name)]
+            cut = ", ".join(f"{count} {name}" for name, count in available.items() if count)
+            key = "sampling.ratio" + ("" if stage == "pnet" else "_" + stage)
+            raise UserError(f"{out}: the {len(images)} input image(s) gave {cut} crops but no {' or '.join(needed)} "
+                            f"crop, which {key} asks for (give images with such faces, or set their share in "
+                            f"{key} to 0){first}")
         raise UserError(f"{out}: no samples could be cut from the {len(images)} input image(s){first}")
     manifest = {
         **head,

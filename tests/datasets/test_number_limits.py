@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from mtcnn_train.datasets.annotation_text import MAX_COORDINATE, MAX_DRAWN_COORDINATE, check_number, parse_number
+from mtcnn_train.datasets.annotation_text import (MAX_COORDINATE, MAX_DRAWN_COORDINATE, check_number, is_number,
+                                                  parse_count, parse_flag, parse_number)
 from mtcnn_train.datasets.coco import read_coco
 from mtcnn_train.errors import AnnotationError
 
@@ -18,6 +19,14 @@ def test_text_numbers():
     with pytest.raises(AnnotationError, match="'x1' is not a number"):
         parse_number("x1", "f.txt", 3, "x")
     assert MAX_COORDINATE < MAX_DRAWN_COORDINATE
+    # Python's own readers take "1_0" for 10; in an annotation file it is a typo, not a number.
+    with pytest.raises(AnnotationError, match="'1_0' is not a number"):
+        parse_number("1_0", "f.txt", 3, "x")
+    with pytest.raises(AnnotationError, match="face count: expected a whole number, got '1_0'"):
+        parse_count("1_0", "f.txt", 3)
+    assert not is_number("1_0") and is_number("10") and parse_count("10", "f.txt", 3) == 10
+    with pytest.raises(AnnotationError, match="blur: '2147483648' is out of range"):
+        parse_flag("2147483648", "f.txt", 3, "blur")  # flags are kept as int32
 
 
 def test_json_numbers_follow_the_same_rule(tmp_path):

@@ -106,6 +106,11 @@ COCO_ERRORS = {
     "iscrowd not a flag": (coco_doc(annotations=[{"id": 9, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4],
                                                   "iscrowd": 5}]), "iscrowd: expected 0 or 1"),
     "path escaping": (coco_doc(images=[{"id": 1, "file_name": "../../x.jpg"}], annotations=[]), "escapes"),
+    "attribute too large": (coco_doc(annotations=[{"id": 9, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4],
+                                                   "attributes": {"occlusion": 2**31}}]),
+                            r"annotations\[0\] \(id 9\): attributes.occlusion: 2147483648 is out of range"),
+    "file listed twice": (coco_doc(images=[{"id": 1, "file_name": "ev/a.jpg"}, {"id": 2, "file_name": "./ev/a.jpg"}],
+                                   annotations=[]), "image './ev/a.jpg' is listed twice"),
 }
 
 
@@ -183,6 +188,7 @@ YOLO_ERRORS = {
     "negative size": ("\n0 0.5 0.5 -0.2 0.2\n", 2, "negative box size"),
     "class not whole": ("0.5 0.5 0.5 0.2 0.2\n", 1, "class: expected a whole number"),
     "infinite": ("0 0.5 0.5 inf 0.2\n", 1, "not a finite number"),
+    "underscore in a number": ("0 0.5 0.5 0.2 0_2\n", 1, "h: '0_2' is not a number"),
 }
 
 
@@ -206,6 +212,23 @@ def test_yolo_list_naming_a_missing_image_names_the_list_line(tmp_path):
     with pytest.raises(AnnotationError, match="escapes") as caught:
         read_yolo(write(tmp_path / "bad.txt", "images/a.jpg\n../../etc/x.jpg\n"))
     assert str(caught.value).startswith(f"{tmp_path / 'bad.txt'}:2: ")
+
+
+def test_yolo_refuses_a_folder_for_a_label_file_a_scalar_names_entry_and_an_image_listed_twice(tmp_path):
+    root = yolo_set(tmp_path / "set")
+    (root / "labels" / "train" / "c.txt").mkdir()  # where c.jpg's labels would be: not "no faces"
+    with pytest.raises(AnnotationError, match="not a label file") as caught:
+        read_yolo(root)
+    assert str(caught.value).startswith(str(root / "labels" / "train" / "c.txt"))
+    (root / "labels" / "train" / "c.txt").rmdir()
+    for names in ("5", "face"):
+        write(root / "data.yaml", f"train: images/train\nnames: {names}\n")
+        with pytest.raises(AnnotationError, match="names: expected a list of class names"):
+            read_yolo(root / "data.yaml")
+    listed = write(root / "train.txt", "images/train/a.jpg\nimages/train/b.png\n./images/train/a.jpg\n")
+    with pytest.raises(AnnotationError, match="listed twice") as caught:
+        read_yolo(listed)
+    assert str(caught.value).startswith(f"{listed}:3: ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,6 +290,14 @@ def test_voc_errors_name_the_file_and_line(tmp_path, case):
     with pytest.raises(AnnotationError, match=message) as caught:
         read_voc(tmp_path)
     assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_voc_refuses_two_files_for_one_image(tmp_path):
+    write(tmp_path / "Annotations" / "a.xml", VOC.format(name="a.jpg"))
+    copy = write(tmp_path / "Annotations" / "a-copy.xml", VOC.format(name="a.jpg"))
+    with pytest.raises(AnnotationError, match="image 'a.jpg' is listed twice") as caught:
+        read_voc(tmp_path)
+    assert str(caught.value).startswith(str(tmp_path / "Annotations" / "a.xml")) and str(copy) in str(caught.value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,3 +87,15 @@ def test_stages_run_config_must_name_a_run(tmp_path, run_cli):
                      "--out", tmp_path / "out")
     assert result.returncode == 2 and "--run-config published=configs/default.yaml" in result.stderr
     assert "LABEL given to --weights (ours)" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_prediction_folder_matching_no_image_is_an_error(tmp_path, run_cli):
+    """Scoring nothing (a wrong folder, or file names that never match) is not an AP of 0."""
+    (tmp_path / "gt.txt").write_text(GT_TEXT)
+    wider.write_predictions(tmp_path / "preds", {"0--Parade/0_Parade_a.jpg": np.array([[10, 10, 20, 20, 0.9]])})
+    (tmp_path / "empty").mkdir()
+    for folder, found in (("preds", "named like '0--Parade/0_Parade_a.jpg'"), ("empty", "holds no .txt files")):
+        result = run_cli("eval", "wider", "--annotations", tmp_path / "gt.txt", "--images", tmp_path / "images",
+                         "--predictions", tmp_path / folder, "--out", tmp_path / f"out-{folder}")
+        assert result.returncode == 2 and "no prediction file matches a ground-truth image" in result.stderr
+        assert found in result.stderr and len(result.stderr.strip().splitlines()) == 1

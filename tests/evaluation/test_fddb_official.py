@@ -158,3 +158,20 @@ def test_cli_detections_with_folds_refuses_the_official_trio(fddb_case, run_cli)
                      "--annotations", fddb_case / "ellipseList.txt", "--out", fddb_case / "o")
     assert result.returncode == 2 and "drop --annotations" in result.stderr
     assert not (fddb_case / "o").exists()
+
+
+def test_cli_refuses_a_detection_file_that_scores_nothing_or_has_a_corrupt_count(fddb_case, run_cli):
+    trio = ["--annotations", fddb_case / "ellipseList.txt", "--image-list", fddb_case / "list.txt",
+            "--images", fddb_case / "originalPics"]
+    wrong = fddb_case / "wrong.txt"
+    wrong.write_text("".join(f"{name}.jpg\n0\n" for name in SIZES))  # names with .jpg never match
+    empty = fddb_case / "empty.txt"
+    empty.write_text("")
+    for detections, found in ((wrong, "named like '2002/07/19/big/img_1.jpg'"), (empty, "it lists no image")):
+        result = run_cli("eval", "fddb", "--detections", detections, *trio, "--out", fddb_case / f"o-{detections.stem}")
+        assert result.returncode == 2 and "no scored image is in the detections" in result.stderr
+        assert found in result.stderr
+    huge = fddb_case / "huge.txt"
+    huge.write_text("2002/07/19/big/img_1\n1000000000000000000\n1 2 3 4 0.5\n")
+    result = run_cli("eval", "fddb", "--detections", huge, *trio, "--out", fddb_case / "o-huge")
+    assert result.returncode == 2 and f"{huge}:2: image '2002/07/19/big/img_1': detection count" in result.stderr

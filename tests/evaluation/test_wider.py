@@ -93,6 +93,10 @@ def test_bad_prediction_file_names_the_line(tmp_path):
     with pytest.raises(AnnotationError) as err:
         wider.read_predictions(tmp_path)
     assert err.value.line == 4
+    # A corrupt count is refused before anything is allocated for it.
+    (tmp_path / "e" / "img.txt").write_text("img\n1000000000000000000\n1 2 3 4 0.5\n")
+    with pytest.raises(AnnotationError, match="expected 1000000000000000000 boxes"):
+        wider.read_predictions(tmp_path)
 
 
 def _cell(items):

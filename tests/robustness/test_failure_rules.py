@@ -332,6 +332,19 @@ def test_case08_empty_inputs_stop_before_training(world, tmp_path):
         assert_refused(cli("gen-samples", "--stage", "pnet", "--out", tmp_path / "s2", "--wider-root", missing,
                            "--quiet"),
                        "no samples could be cut from the", "image not found")
+    # Images without faces beside a landmark list: crops are cut, but none of the types the ratio
+    # needs; the error says which, rather than that nothing could be cut.
+    faceless = tmp_path / "faceless"
+    records = read_wider(wider_paths(world / "syn" / "wider", "train")[0], world / "syn" / "wider" / "WIDER_train" / "images")
+    for record in records:
+        record.boxes = np.zeros((0, 4), np.float32)
+        record.flags = {"invalid": np.zeros(0, np.int32)}
+    write_wider(records, wider_paths(faceless, "train")[0])
+    (faceless / "WIDER_train").symlink_to(world / "syn" / "wider" / "WIDER_train")
+    with Unchanged(faceless, world / "syn"):
+        assert_refused(cli("gen-samples", "--stage", "pnet", "--out", tmp_path / "s3", "--wider-root", faceless,
+                           "--landmarks", landmarks, "--quiet"),
+                       "landmark crops but no positive or part crop, which sampling.ratio asks for")
     # The path: landmarks only, so no face / non-face samples; training refuses.
     arrays = {key: np.asarray(value) for key, value in SampleSet.open(world / "samples12").arrays().items()}
     keep = arrays["labels"] == LABEL_LANDMARK
