@@ -202,8 +202,12 @@ def read_coco(json_file: str | Path, images_root: str | Path | None = None, *,
     records = []
     for k, name in enumerate(names):
         flag_names = sorted({key for f in flags[k] for key in f} | {"invalid"})
+        try:
+            image_path = resolve(name, None)
+        except AnnotationError as exc:  # name the entry, as every other COCO error does
+            raise AnnotationError(path, None, f"images[{k}]: {exc.reason}") from None
         records.append(FaceRecord(
-            image_path=resolve(name, None),
+            image_path=image_path,
             boxes=np.array(boxes[k], dtype=np.float64).reshape(-1, 4),
             landmarks=np.array(points[k]).reshape(-1, 5, 2) if any_points else None,
             flags={key: [f.get(key, 0) for f in flags[k]] for key in flag_names},

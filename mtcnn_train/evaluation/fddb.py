@@ -205,8 +205,8 @@ def read_detections(path: str | Path, ellipse: bool = False) -> dict[str, np.nda
         count = _parse_count(fields[0], path, i + 1)
         i += 1
         if count > len(lines) - i:  # before allocating: a corrupt count may be astronomically large
-            raise AnnotationError(path, i, f"image {name!r}: detection count {count} but only {len(lines) - i} "
-                                           "lines follow (truncated file?)")
+            raise AnnotationError(path, len(lines), f"image {name!r}: expected {count} detections (count on line {i}), "
+                                                    f"found {len(lines) - i} lines (truncated file?)")
         rows = np.zeros((count, width), dtype=np.float64)
         for k in range(count):
             if i >= len(lines):

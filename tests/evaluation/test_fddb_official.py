@@ -174,4 +174,5 @@ def test_cli_refuses_a_detection_file_that_scores_nothing_or_has_a_corrupt_count
     huge = fddb_case / "huge.txt"
     huge.write_text("2002/07/19/big/img_1\n1000000000000000000\n1 2 3 4 0.5\n")
     result = run_cli("eval", "fddb", "--detections", huge, *trio, "--out", fddb_case / "o-huge")
-    assert result.returncode == 2 and f"{huge}:2: image '2002/07/19/big/img_1': detection count" in result.stderr
+    assert result.returncode == 2 and f"{huge}:3: image '2002/07/19/big/img_1': expected 1000000000000000000 " \
+                                      "detections (count on line 2)" in result.stderr
