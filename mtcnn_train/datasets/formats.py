@@ -17,7 +17,7 @@ import numpy as np
 
 from mtcnn_train.datasets.labels import LabelFilter
 from mtcnn_train.datasets.records import FaceRecord
-from mtcnn_train.errors import UserError
+from mtcnn_train.errors import AnnotationError, UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -167,8 +167,13 @@ def detect_format(path: str | Path) -> str:
 
     try:
         return detect_landmark_format(path)
-    except UserError:
-        raise UserError(f"{path}: cannot tell the dataset format; pass --format") from None
+    except AnnotationError as exc:  # name the line and what it held, so the user can tell what is off
+        from mtcnn_train.datasets.annotation_text import read_text_lines
+
+        lines = read_text_lines(path)
+        held = f" from {len(lines[exc.line - 1].split())} fields" if exc.line else f" ({exc.reason})"
+        raise AnnotationError(path, exc.line, f"cannot tell the dataset format{held}: not the layout of a WIDER "
+                                              "list, an image list, CelebA, LFW+Net or MTFL; pass --format") from None
 
 
 def resolve_format(fmt: str, path: str | Path) -> str:

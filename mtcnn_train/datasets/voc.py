@@ -21,10 +21,12 @@ What we read from each ``.xml``::
 
 Errors name the XML file and the line of the offending element.  Files are parsed with the
 standard library's expat, which refuses entity-expansion bombs; document type declarations
-(never used by VOC) are refused too.
+(never used by VOC) are refused too.  Files are UTF-8 unless their XML declaration names another
+encoding (``encoding="ISO-8859-1"``, as older Windows tools write).
 """
 from __future__ import annotations
 
+import re
 import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +58,37 @@ class Node:
         return [c for c in self.children if c.tag == tag]
 
 
+_DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _declared_text(path: Path) -> str | None:
+    """The file's text when its XML declaration names an encoding other than UTF-8 (older labelling
+    tools on Windows write ISO-8859-1 or cp1252), else None: UTF-8 files go through the common
+    reader, which names the line of a bad byte."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None  # read_text_lines words the error
+    match = _DECLARED_ENCODING.match(data[:200])
+    if match is None:
+        return None
+    encoding = match.group(1).decode("ascii").lower().replace("_", "-")
+    if encoding in ("utf-8", "utf8"):
+        return None
+    try:
+        return data.decode(encoding).replace("\r\n", "\n").replace("\r", "\n")
+    except LookupError:
+        raise AnnotationError(path, 1, f"unknown encoding {encoding!r} in the XML declaration") from None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise AnnotationError(path, line, f"not valid {encoding} text, as the XML declaration says") from None
+
+
 def parse_xml(path: Path) -> Node:
     """The element tree of an XML file, each element with its line; AnnotationError on bad XML."""
-    text = "\n".join(read_text_lines(path))
+    text = _declared_text(path)
+    if text is None:
+        text = "\n".join(read_text_lines(path))
     parser = xml.parsers.expat.ParserCreate()
     stack: list[Node] = [Node("", 0)]
 

@@ -292,6 +292,20 @@ def test_voc_errors_name_the_file_and_line(tmp_path, case):
     assert str(caught.value).startswith(f"{path}:{line}: ")
 
 
+def test_voc_reads_the_encoding_its_declaration_names(tmp_path):
+    """Older labelling tools on Windows declare ISO-8859-1; the declaration says how to read the bytes."""
+    text = '<?xml version="1.0" encoding="ISO-8859-1"?>\n' + VOC.format(name="caf\u00e9.jpg")
+    (tmp_path / "a.xml").write_bytes(text.encode("latin-1"))
+    assert read_voc(tmp_path)[0].name == "caf\u00e9.jpg"
+    (tmp_path / "a.xml").write_bytes(text.replace("ISO-8859-1", "x-unknown").encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"a\.xml:1: unknown encoding 'x-unknown'"):
+        read_voc(tmp_path)
+    # The same bytes declared UTF-8: refused, naming the line of the bad byte.
+    (tmp_path / "a.xml").write_bytes(text.replace("ISO-8859-1", "UTF-8").encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"a\.xml:4: not UTF-8"):
+        read_voc(tmp_path)
+
+
 def test_voc_refuses_two_files_for_one_image(tmp_path):
     write(tmp_path / "Annotations" / "a.xml", VOC.format(name="a.jpg"))
     copy = write(tmp_path / "Annotations" / "a-copy.xml", VOC.format(name="a.jpg"))
@@ -316,6 +330,13 @@ def test_format_is_told_from_the_path(tmp_path):
     assert detect_format(tmp_path / "fddb") == "fddb"
     with pytest.raises(UserError, match="pass --format"):
         detect_format(write(tmp_path / "odd.txt", "hello world\n"))
+    # A landmark list one field short: the error names the line and what it held.
+    short = write(tmp_path / "short.txt", "\n" + "a.jpg " + " ".join(["1"] * 13) + "\n")
+    with pytest.raises(AnnotationError, match=r"short\.txt:2: cannot tell the dataset format from 14 fields: "
+                                              r"not the layout of .*LFW\+Net or MTFL; pass --format"):
+        detect_format(short)
+    with pytest.raises(AnnotationError, match=r"empty\.txt: cannot tell the dataset format \(empty landmark list\): not the layout"):
+        detect_format(write(tmp_path / "empty.txt", ""))
 
 
 def test_data_check_reads_each_format_and_reports_errors_on_one_line(cli_runner, tmp_path):
