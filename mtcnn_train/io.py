@@ -200,6 +200,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
                 return width, height
     except FileNotFoundError:
         raise ImageError(f"{path}: image not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: a folder, not an image") from None
     except Image.DecompressionBombError:  # over twice our limit (see _raise_pil_pixel_limit)
         raise ImageError(f"{path}: image too large (over {2 * MAX_IMAGE_PIXELS} pixels; "
                          f"limit {MAX_IMAGE_PIXELS})") from None
@@ -255,7 +257,7 @@ def load_image(path: str | Path) -> np.ndarray:
     except OSError:  # e.g. a name too long for the file system
         is_file = False
     if not is_file:
-        raise ImageError(f"{path}: image not found")
+        raise ImageError(f"{path}: {'a folder, not an image' if path.is_dir() else 'image not found'}")
     width, height = image_size(path)
     if width <= 0 or height <= 0:
         raise ImageError(f"{path}: zero-size image")

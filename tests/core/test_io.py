@@ -105,3 +105,11 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
     expected = plain.stat().st_mode & 0o777
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == expected
     assert (tmp_path / "shard.npy").stat().st_mode & 0o777 == expected
+
+
+def test_a_folder_where_an_image_should_be_is_named_so(tmp_path):
+    (tmp_path / "a.jpg").mkdir()
+    with pytest.raises(ImageError, match=r"a\.jpg: a folder, not an image"):
+        load_image(tmp_path / "a.jpg")
+    with pytest.raises(ImageError, match=r"b\.jpg: image not found"):
+        load_image(tmp_path / "b.jpg")
