@@ -85,13 +85,12 @@ def decide_start(paths: StagePaths, resume: bool, force: bool) -> Start:
     return "fresh"
 
 
-def prepare_folder(paths: StagePaths, force: bool) -> None:
-    """Create the stage folder, drop temp files a killed run left, and with ``force`` the old outputs."""
+def prepare_folder(paths: StagePaths) -> None:
+    """Create the stage folder and drop temp files a killed run left.  (``--force`` clears the old
+    outputs later, with :func:`clear_stage_outputs`, once the run's inputs have loaded.)"""
     paths.folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(paths.folder)
     remove_stale_temp_files(paths.folder.parent)  # RUN_DIR/<stage>.pt is written there
-    if force:
-        clear_stage_outputs(paths)
 
 
 def clear_stage_outputs(paths: StagePaths) -> None:

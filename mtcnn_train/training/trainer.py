@@ -23,8 +23,8 @@ from mtcnn_train.stages import check_stage
 from mtcnn_train.training import distributed, engine
 from mtcnn_train.training.logs import TrainingLog
 from mtcnn_train.training.metrics import MetricSums
-from mtcnn_train.training.run_folder import (StagePaths, decide_start, prepare_folder, publish_weights,
-                                             write_metrics_jsonl)
+from mtcnn_train.training.run_folder import (StagePaths, clear_stage_outputs, decide_start, prepare_folder,
+                                             publish_weights, write_metrics_jsonl)
 from mtcnn_train.training.stage_run import StageRun, prepare_run
 from mtcnn_train.training.state import (Progress, best_weights, restore_training_state, resumed_config,
                                         training_state)
@@ -71,7 +71,7 @@ def train_stage(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], run_
         # Every rank has read the folder before rank 0 changes it.
         distributed.barrier(ctx)
         if ctx.is_main:
-            prepare_folder(paths, force)
+            prepare_folder(paths)
         distributed.barrier(ctx)
         if start == "done":
             # A finished stage was resumed: make sure its weights file exists, then report.
@@ -79,6 +79,12 @@ def train_stage(stage: str, cfg: Config, sample_dirs: Iterable[str | Path], run_
                 publish_weights(paths)
             return final_metrics(stage, Progress.from_state(saved_state))
         run = prepare_run(stage, cfg, sample_dirs, ctx, init=init if start == "fresh" else None, device=device)
+        # --force clears the old stage only now, once the samples and --init weights have loaded:
+        # a run that cannot start leaves the finished stage as it was.
+        distributed.barrier(ctx)
+        if ctx.is_main and force:
+            clear_stage_outputs(paths)
+        distributed.barrier(ctx)
         return train(run, paths, saved_state, epoch_scorer)
     finally:
         distributed.shutdown(ctx)

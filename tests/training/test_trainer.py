@@ -103,6 +103,24 @@ def test_force_trains_again_and_init_starts_from_weights(finished_run, tmp_path)
     assert all(torch.equal(run.net.state_dict()[k], v) for k, v in expected.items())
 
 
+def test_force_keeps_the_finished_stage_when_the_new_run_cannot_start(finished_run, tmp_path):
+    """--force clears the old stage only once the samples and --init weights have loaded."""
+    run_dir, samples, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    with pytest.raises(UserError):
+        train_stage("pnet", tiny_config("pnet", epochs=1), [tmp_path / "no-samples"], copy, force=True)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError):
+        train_stage("pnet", tiny_config("pnet", epochs=1), [samples], copy, force=True, init=garbage)
+    assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    # Fine-tuning a stage from its own finished weights, in place, works: they load before they go.
+    result = train_stage("pnet", tiny_config("pnet", epochs=1), [samples], copy, force=True, init=copy)
+    assert result["epoch"] == 1 and (copy / "pnet.pt").is_file()
+
+
 def test_selection_score_ranks_epochs_by_the_chosen_loss():
     metrics = {"loss": 0.3, "loss_det": 0.2, "loss_box": 0.1, "loss_landmark": 0.05}
     assert trainer.selection_score("loss", metrics, 4) == 0.3
