@@ -53,7 +53,8 @@ def detect(paths, weights, out, last_stage, device, backend, per_image_json, no_
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder to write pnet.pt, rnet.pt, onet.pt into.")
-def import_weights(source, path, out) -> None:
+@click.option("--force", is_flag=True, help="Replace pnet.pt, rnet.pt, onet.pt already in --out.")
+def import_weights(source, path, out, force) -> None:
     """Convert the published MTCNN weights into our checkpoints.
 
     PATH is the folder holding facenet-pytorch's pnet.pt, rnet.pt and onet.pt (default: the
@@ -62,5 +63,5 @@ def import_weights(source, path, out) -> None:
     from mtcnn_train.detection.weights_import import import_facenet_weights
 
     lock_output_dir(out)
-    written = import_facenet_weights(path, out)
+    written = import_facenet_weights(path, out, force=force)
     click.echo(f"wrote {', '.join(str(p) for p in written)}")

@@ -94,19 +94,28 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path) -> list[Path]:
+def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path, force: bool = False) -> list[Path]:
     """Convert ``pnet.pt``, ``rnet.pt``, ``onet.pt`` from ``source_dir`` (default: the installed
-    package's data folder) into ``out_dir/<stage>.pt`` checkpoints.  Returns the written paths."""
+    package's data folder) into ``out_dir/<stage>.pt`` checkpoints.  Returns the written paths.
+
+    All three are read and converted before anything is written, so a damaged file leaves
+    ``out_dir`` as it was; existing ``<stage>.pt`` files there (a trained run's) are replaced only
+    with ``force``."""
     source = Path(source_dir) if source_dir is not None else facenet_data_dir()
     if not source.is_dir():
-        raise UserError(f"{source}: folder not found (it should hold facenet-pytorch's pnet.pt, rnet.pt, onet.pt)")
+        what = "is a file; give the folder" if source.is_file() else "folder not found"
+        raise UserError(f"{source}: {what} (it should hold facenet-pytorch's pnet.pt, rnet.pt, onet.pt)")
     files = {stage: source / f"{stage}.pt" for stage in STAGES}
     absent = [p.name for p in files.values() if not p.is_file()]
     if absent:
         raise UserError(f"{source}: missing {', '.join(absent)} (expected facenet-pytorch's pnet.pt, rnet.pt, onet.pt)")
     out_dir = Path(out_dir)
+    existing = [stage_weights_path(out_dir, stage) for stage in STAGES if stage_weights_path(out_dir, stage).exists()]
+    if existing and not force:
+        raise UserError(f"{existing[0]}: exists (weights of another run?); pass --force to replace "
+                        f"{'it' if len(existing) == 1 else 'them'}, or import into another folder")
     config = Config().to_dict()
-    written = []
+    checkpoints = {}
     for stage, path in files.items():
         try:
             theirs = torch.load(path, map_location="cpu", weights_only=True)
@@ -115,8 +124,7 @@ def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path) -
         if not isinstance(theirs, dict):
             raise UserError(f"{path}: expected a state dict, got {type(theirs).__name__}")
         model, untrained = convert_facenet_state_dict(stage, theirs, source=str(path))
-        target = stage_weights_path(out_dir, stage)
-        save_checkpoint(target, {
+        checkpoints[stage] = {
             "stage": stage,
             "model": model,
             "config": config,
@@ -126,7 +134,11 @@ def import_facenet_weights(source_dir: str | Path | None, out_dir: str | Path) -
             "source_file": str(path),
             "source_sha256": _sha256(path),
             "untrained": untrained,
-        })
+        }
+    written = []
+    for stage, checkpoint in checkpoints.items():
+        target = stage_weights_path(out_dir, stage)
+        save_checkpoint(target, checkpoint)
         written.append(target)
     return written
 

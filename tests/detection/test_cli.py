@@ -89,3 +89,19 @@ def test_import_weights_command(cli_runner, tmp_path):
     assert all(torch.equal(imported[k], v) for k, v in expected.items())
     result = cli_runner("import-weights", "--from", "facenet-pytorch", tmp_path / "nowhere", "--out", tmp_path / "r2")
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "nowhere" in result.stderr
+    # A run folder's weights are replaced only with --force, and a damaged source changes nothing.
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").glob("*.pt")}
+    result = cli_runner("import-weights", "--from", "facenet-pytorch", source, "--out", tmp_path / "run")
+    assert result.returncode == 2 and "run/pnet.pt: exists" in result.stderr and "--force" in result.stderr
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for stage in ("pnet", "rnet"):
+        (damaged / f"{stage}.pt").write_bytes((source / f"{stage}.pt").read_bytes())
+    (damaged / "onet.pt").write_bytes(b"junk")
+    result = cli_runner("import-weights", "--from", "facenet-pytorch", damaged, "--out", tmp_path / "run", "--force")
+    assert result.returncode == 2 and "onet.pt: cannot read" in result.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").glob("*.pt")} == before
+    result = cli_runner("import-weights", "--from", "facenet-pytorch", source / "pnet.pt", "--out", tmp_path / "r3")
+    assert result.returncode == 2 and "pnet.pt: is a file; give the folder" in result.stderr
+    assert cli_runner("import-weights", "--from", "facenet-pytorch", source, "--out", tmp_path / "run",
+                      "--force").returncode == 0
