@@ -48,6 +48,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from mtcnn_train.checkpoint import stage_weights_path
 from mtcnn_train.detection.export import export_models
 from mtcnn_train.detection.onnx_runtime import INPUT_NAME, exported_file, require_onnxruntime
 from mtcnn_train.errors import UserError, first_line
@@ -188,8 +189,13 @@ def export_int8(run_dir: str | Path, out_dir: str | Path, calibration: Iterable[
     crops from the ``calibration`` sample folders, each net with calibration ``method`` (None: its
     :data:`DEFAULT_METHODS` entry); returns the ``export.json`` record."""
     require_onnxruntime()
+    if isinstance(int8_stages, str) and not int8_stages.strip(" ,"):
+        raise UserError("--int8-nets names no net to quantise (give nets, or 'none' for an fp32 export in this layout)")
     int8_stages = parse_int8_stages(int8_stages)
     check_weight_bits(weight_bits)
+    absent = [stage for stage in int8_stages if stage in stages and not stage_weights_path(run_dir, stage).is_file()]
+    if absent:
+        raise UserError(f"{run_dir}: no {absent[0]}.pt to quantise (--int8-nets asks for {', '.join(int8_stages)})")
     by_size = calibration_sets(calibration) if int8_stages else {}
     for stage in int8_stages:  # every check before anything is written
         if stage in stages and not by_size.get(INPUT_SIZE[stage]):

@@ -63,6 +63,20 @@ def _export_torchscript(net: torch.nn.Module, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: The record every export writes last; a folder holding it was written by ``export``.
+EXPORT_RECORD = "export.json"
+
+
+def refuse_foreign_files(out_dir: Path, names: list[str]) -> None:
+    """An export replaces its own earlier files (a folder with ``export.json``), never files it
+    did not write: an error naming the first such file."""
+    if (out_dir / EXPORT_RECORD).is_file():
+        return
+    foreign = [out_dir / name for name in names if (out_dir / name).exists()]
+    if foreign:
+        raise UserError(f"{foreign[0]}: exists and was not written by export; choose another --out or remove it")
+
+
 def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Export every stage found in ``run_dir`` in format ``fmt``; returns the ``export.json`` record."""
     if fmt not in FORMATS:
@@ -71,6 +85,7 @@ def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tu
     present = [s for s in stages if stage_weights_path(run_dir, s).is_file()]
     if not present:
         raise UserError(f"{run_dir}: no pnet.pt, rnet.pt or onet.pt to export")
+    refuse_foreign_files(out_dir, [exported_file(s, fmt) for s in present] + [EXPORT_RECORD])
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"format": fmt, "input": INPUT_NAME, "outputs": list(OUTPUT_NAMES),
                               "normalisation": "(x - 127.5) / 128, RGB, N x 3 x H x W float32",
@@ -90,5 +105,5 @@ def export_models(run_dir: str | Path, fmt: str, out_dir: str | Path, stages: tu
         if stage == "pnet":
             # The cascade over the exported nets must decode P-Net's windows as it was trained.
             record["pnet_window"] = str(source.get("window_rule", "reference"))
-    atomic_write_json(out_dir / "export.json", record)
+    atomic_write_json(out_dir / EXPORT_RECORD, record)
     return record

@@ -60,3 +60,16 @@ def test_export_errors(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(UserError, match="not a loadable ONNX model"):
         OnnxNet(tmp_path / "bad.onnx")
+
+
+def test_export_never_writes_over_files_it_did_not_write(run_dir, tmp_path):
+    run, _ = run_dir
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rnet.onnx").write_text("someone's notes")
+    with pytest.raises(UserError, match=r"out/rnet\.onnx: exists and was not written by export"):
+        export_models(run, "onnx", out)
+    assert (out / "rnet.onnx").read_text() == "someone's notes" and not (out / "pnet.onnx").exists()
+    # An earlier export's folder (it holds export.json) is exported into again.
+    export_models(run, "onnx", tmp_path / "again")
+    assert set(export_models(run, "onnx", tmp_path / "again")["models"]) == {"pnet", "rnet", "onet"}

@@ -272,6 +272,8 @@ def test_cli_export_detect_and_eval(int8_setup, tmp_path, cli_runner):
     (["--format", "torchscript", "--int8"], "--int8 needs --format onnx"),
     (["--format", "onnx", "--calibration", "x"], "--calibration belongs to --int8"),
     (["--format", "onnx", "--int8", "--calibration", "{tmp}/nowhere"], "{tmp}/nowhere: calibration folder not found"),
+    (["--format", "onnx", "--int8", "--int8-nets", "", "--calibration", "{tmp}"],
+     "--int8-nets names no net to quantise (give nets, or 'none' for an fp32 export in this layout)"),
 ])
 def test_cli_export_errors_are_one_line(int8_setup, tmp_path, cli_runner, args, message):
     run = int8_setup[0]
@@ -291,3 +293,13 @@ def test_cli_detect_int8_needs_an_int8_export(int8_setup, tmp_path, cli_runner):
     assert result.stderr.strip().splitlines() == [f"error: {run}: not an int8 export; the onnx-int8 backend runs "
                                                   "the folder that mtcnn-train export --format onnx --int8 "
                                                   "--calibration SAMPLES writes"]
+
+
+def test_cli_export_int8_of_a_net_the_run_lacks(int8_setup, tmp_path, cli_runner):
+    run = tmp_path / "run"
+    shutil.copytree(int8_setup[0], run)
+    (run / "rnet.pt").unlink()
+    result = cli_runner("export", "--weights", run, "--out", tmp_path / "o", "--format", "onnx", "--int8",
+                        "--int8-nets", "rnet", "--calibration", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {run}: no rnet.pt to quantise (--int8-nets asks for rnet)"
