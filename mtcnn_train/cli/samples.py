@@ -85,17 +85,28 @@ def samples_group() -> None:
     """Look at and combine sample sets."""
 
 
+#: Crops per row of a contact sheet at most (a 48 px crop: 12,288 px wide).
+MAX_PER_TYPE = 256
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
 @samples_group.command("inspect")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Contact sheet PNG (default: DIRECTORY/contact_sheet.png).")
-@click.option("--per-type", type=click.IntRange(min=1), default=12, show_default=True, help="Crops per row.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Which random crops to show.")
-def inspect(directory: Path, out: Path | None, per_type: int, seed: int) -> None:
+              help="Contact sheet, .png or .jpg (default: DIRECTORY/contact_sheet.png).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--per-type", type=click.IntRange(min=1, max=MAX_PER_TYPE), default=12, show_default=True,
+              help="Crops per row.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Which random crops to show.")
+def inspect(directory: Path, out: Path | None, force: bool, per_type: int, seed: int) -> None:
     """Counts per type and a contact sheet of random crops with their targets drawn on."""
     from mtcnn_train.samples.inspect import inspect_sample_set
 
     if out is not None:
+        if out.suffix.lower() not in SHEET_SUFFIXES:
+            raise UserError(f"{out}: the contact sheet is an image; name it .png or .jpg")
+        if out.exists() and not force:  # it may be anything, even one of the dataset's images
+            raise UserError(f"{out}: exists; pass --force to replace it, or choose another --out")
         lock_output_dir(out.parent)
     elif directory.is_dir():  # a missing folder is reported by inspect_sample_set, never created
         lock_output_dir(directory)

@@ -339,6 +339,20 @@ def test_cli_gen_samples_and_inspect(synthetic_data, tmp_path, cli_runner):
     assert sheet is not None and sheet.shape[0] >= 4 * 96
     counts = SampleSet.open(out).counts()
     assert f"negative {counts['negative']}" in result.stdout
+    # A chosen --out never replaces a file unasked (it may be one of the dataset's images), and
+    # must be an image; absurd options are refused by the parser.
+    other = tmp_path / "photo.png"
+    other.write_bytes(b"someone's picture")
+    result = cli_runner("samples", "inspect", out, "--out", other)
+    assert result.returncode == 2 and "photo.png: exists; pass --force" in result.stderr
+    assert other.read_bytes() == b"someone's picture"
+    assert cli_runner("samples", "inspect", out, "--out", other, "--force").returncode == 0
+    assert cv2.imread(str(other)) is not None
+    result = cli_runner("samples", "inspect", out, "--out", tmp_path / "sheet.txt")
+    assert result.returncode == 2 and "name it .png or .jpg" in result.stderr
+    for option, value in (("--seed", "-5"), ("--per-type", "100000")):
+        result = cli_runner("samples", "inspect", out, option, value)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
     # Mining stages need the earlier nets; bad values give one line and status 2.
     result = cli_runner("gen-samples", "--stage", "rnet", "--out", tmp_path / "r")
     assert result.returncode == 2 and "pass --weights RUN_DIR" in result.stderr and len(result.stderr.splitlines()) == 1
