@@ -130,6 +130,11 @@ def train(run: StageRun, paths: StagePaths, saved_state: dict[str, Any] | None =
 
             distributed.all_reduce_sum(sums.values, ctx)
             train_metrics = sums.summary()
+            if not math.isfinite(train_metrics["loss"]):
+                # Nothing after this can be trusted; the epochs kept so far (best.pt, last.pt) stay.
+                raise UserError(f"{run.stage}: training diverged in epoch {epoch + 1} (mean loss "
+                                f"{train_metrics['loss']}); lower train.{run.stage}.lr (now {run.lr:g}) or check the "
+                                "sample set's targets (mtcnn-train samples inspect)")
             val_metrics = engine.evaluate(run) if len(run.val_indices) else None
             record = {
                 "epoch": epoch + 1,

@@ -310,3 +310,11 @@ def test_weight_average_follows_the_steps_and_is_what_is_measured_and_saved(tmp_
 def test_ema_decay_is_checked_at_load():
     with pytest.raises(UserError, match=r"train.onet.ema_decay: must lie in \[0, 1\)"):
         load_config(None, ["train.onet.ema_decay=1.0"])
+
+
+def test_a_diverged_training_is_an_error_not_a_finished_stage(tmp_path, pnet_samples):
+    """A NaN loss makes every later number meaningless: the run stops with an error (exit 2 at
+    the CLI) and publishes no RUN_DIR/pnet.pt."""
+    with pytest.raises(UserError, match=r"pnet: training diverged in epoch 1 \(mean loss nan\); lower train.pnet.lr"):
+        train_stage("pnet", tiny_config("pnet", lr=1e9), [pnet_samples], tmp_path / "run")
+    assert not (tmp_path / "run" / "pnet.pt").exists()
