@@ -195,6 +195,10 @@ def evaluate_landmark_records(weights: str | Path, records: Sequence[FaceRecord]
     # Stacked: landmark lists are mostly crops of one size, which batch well even on the CPU.
     cascade = Cascade.from_run_dir(weights, cfg.detection, device=cfg.detection.device, stack=True)
     results, skipped = evaluate_landmarks(cascade, records, min_iou=min_iou, progress=progress)
+    if not results["reference"].scored:  # nothing was scored: no NME of nan written as a result
+        first = f"; first: {skipped[0]['error']}" if skipped else ""
+        raise UserError(f"{source}: no face could be scored ({len(skipped)} of {len(records)} image(s) unreadable"
+                        f"{first})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "landmarks.json", {

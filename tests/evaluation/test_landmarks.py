@@ -147,6 +147,18 @@ def test_eval_landmarks_command(tmp_path, run_cli):
     assert (tmp_path / "out" / "ced.png").stat().st_size > 1000
     assert "reference: NME" in result.stdout
 
+    # Every image unreadable: nothing scored is an error, not an NME of nan.
+    from mtcnn_train.config import load_config
+    from mtcnn_train.datasets.records import FaceRecord
+    from mtcnn_train.errors import UserError
+    from mtcnn_train.evaluation.landmarks import evaluate_landmark_records
+
+    gone = [FaceRecord(image_path=tmp_path / f"gone{i}.jpg", boxes=[[0, 0, 80, 80]], landmarks=POINTS[None] * 0.8)
+            for i in range(3)]
+    with pytest.raises(UserError, match=r"held-out: no face could be scored \(3 of 3 image\(s\) unreadable; first: "):
+        evaluate_landmark_records(run, gone, tmp_path / "out2", load_config(None), source="held-out", progress=False)
+    assert not (tmp_path / "out2" / "landmarks.json").exists()
+
 
 def test_mirror_average_reads_the_flipped_face_too():
     """With ``landmarks_mirror_average`` O-Net's reading of a box is the mean of its reading of the
