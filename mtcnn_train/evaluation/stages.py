@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mtcnn_train.errors import UserError
 from mtcnn_train.stages import STAGES
 from mtcnn_train.geometry import iou_matrix
 
@@ -187,6 +188,9 @@ def diagnose_runs(runs: dict[str, str | Path], records: Sequence[Any], detection
 
     from mtcnn_train.detection.cascade import Cascade
 
+    for run_dir in runs.values():  # before the images are read: a wrong folder fails at once
+        if not any((Path(run_dir) / f"{s}.pt").is_file() for s in STAGES):
+            raise UserError(f"{run_dir}: no pnet.pt, rnet.pt or onet.pt to measure")
     records, images = load_images(records, progress)
     out = {}
     for label, run_dir in runs.items():

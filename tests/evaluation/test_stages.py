@@ -8,6 +8,7 @@ import pytest
 
 from mtcnn_train.config import DetectionConfig
 from mtcnn_train.datasets.records import FaceRecord
+from mtcnn_train.errors import UserError
 from mtcnn_train.detection.cascade import Cascade, Detections
 from mtcnn_train.evaluation.stages import (
     CANDIDATE_BUDGETS, SELECTION_BUDGET, StageFigures, add_image, counted_faces, detection_measure, stage_figures,
@@ -132,3 +133,6 @@ def test_each_run_can_detect_at_its_own_settings(tmp_path):
     assert results["common"]["pnet"].faces == results["strict"]["pnet"].faces == 1
     same = diagnose_runs({"a": run}, records, common, progress=False)
     assert same["a"]["pnet"].candidates == results["common"]["pnet"].candidates
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"empty: no pnet.pt, rnet.pt or onet.pt to measure"):
+        diagnose_runs({"a": run, "b": tmp_path / "empty"}, records, common, progress=False)
