@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mtcnn_train.datasets.annotation_text import location
 from mtcnn_train.datasets.landmarks import box_from_landmarks
 from mtcnn_train.datasets.records import LANDMARK_NAMES, FaceRecord
-from mtcnn_train.errors import UserError
+from mtcnn_train.errors import AnnotationError, UserError
 from mtcnn_train.detection.runner import detect_batches
 from mtcnn_train.geometry import iou_matrix, landmarks_from_offsets
 from mtcnn_train.io import atomic_write_json, load_image
@@ -137,6 +138,12 @@ def evaluate_landmarks(cascade: Any, records: Sequence[FaceRecord], *, min_iou: 
         return ~np.isnan(landmarks).any(axis=(1, 2))
 
     scored = [r for r in records if r.landmarks is not None and usable(r.landmarks).any()]
+    for record in scored:  # before any detection: such a face has no scale to normalise its error by
+        points = record.landmarks[usable(record.landmarks)]
+        if (np.linalg.norm(points[:, 0] - points[:, 1], axis=1) <= 0).any():
+            path, line = location(record.source or str(record.image_path))
+            raise AnnotationError(path, line, f"{record.name or record.image_path}: both eyes at the same point, so "
+                                              "the face's error cannot be normalised")
     with tqdm(total=len(scored), desc="landmarks", unit="img", disable=not progress, leave=False) as bar:
         for tried, found in detect_batches(
                 cascade, scored, lambda record: load_image(record.image_path), chunk,

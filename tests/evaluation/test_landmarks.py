@@ -150,7 +150,7 @@ def test_eval_landmarks_command(tmp_path, run_cli):
     # Every image unreadable: nothing scored is an error, not an NME of nan.
     from mtcnn_train.config import load_config
     from mtcnn_train.datasets.records import FaceRecord
-    from mtcnn_train.errors import UserError
+    from mtcnn_train.errors import AnnotationError, UserError
     from mtcnn_train.evaluation.landmarks import evaluate_landmark_records
 
     gone = [FaceRecord(image_path=tmp_path / f"gone{i}.jpg", boxes=[[0, 0, 80, 80]], landmarks=POINTS[None] * 0.8)
@@ -158,6 +158,11 @@ def test_eval_landmarks_command(tmp_path, run_cli):
     with pytest.raises(UserError, match=r"held-out: no face could be scored \(3 of 3 image\(s\) unreadable; first: "):
         evaluate_landmark_records(run, gone, tmp_path / "out2", load_config(None), source="held-out", progress=False)
     assert not (tmp_path / "out2" / "landmarks.json").exists()
+    # A face whose two eyes coincide has no scale: the list's line is named, before any detection.
+    flat = FaceRecord(image_path=crops / "c0.jpg", boxes=[[0, 0, 80, 80]], landmarks=np.full((1, 5, 2), 5.0),
+                      name="c0.jpg", source=f"{crops / 'list.txt'}:7")
+    with pytest.raises(AnnotationError, match=r"list\.txt:7: c0\.jpg: both eyes at the same point"):
+        evaluate_landmark_records(run, [flat], tmp_path / "out3", load_config(None), source="list", progress=False)
 
 
 def test_mirror_average_reads_the_flipped_face_too():
