@@ -149,8 +149,15 @@ def run_pipeline(cfg: Config, run_dir: str | Path, *, stages: tuple[str, ...] = 
     if init is not None:
         init = Path(init)
         check_init_dir(init, stages, run_dir)
+    config_file = run_dir / "config.yaml"
+    if config_file.exists():  # an earlier pipeline run's is rewritten; anything else is not ours to replace
+        try:
+            load_config(config_file)
+        except UserError:
+            raise UserError(f"{config_file}: exists and is not a config an earlier pipeline run wrote; choose "
+                            "another --out") from None
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    save_config(cfg, config_file)
     report = report or PipelineReport(run_dir)
     for number, stage in enumerate(stages):
         sample_dir = run_dir / "samples" / stage

@@ -81,6 +81,12 @@ def test_pipeline_init_fine_tunes_from_the_given_run_and_records_it(forms, tmp_p
     train_stage("pnet", cfg, [generate_samples(cfg, tmp_path / "samples", "pnet", progress=False).out_dir], start)
     with pytest.raises(UserError, match="no .*rnet.pt"):
         run_pipeline(cfg, tmp_path / "tuned", stages=("pnet", "rnet"), progress=False, echo=print, init=start)
+    # A folder whose config.yaml some other tool wrote is not a run folder to write into.
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.yaml").write_text("my: notes\n")
+    with pytest.raises(UserError, match="config.yaml: exists and is not a config an earlier pipeline run wrote"):
+        run_pipeline(cfg, tmp_path / "foreign", stages=("pnet",), progress=False, echo=print)
+    assert (tmp_path / "foreign" / "config.yaml").read_text() == "my: notes\n"
     save_checkpoint(start / "rnet.pt", {"stage": "rnet", "model": build_net("rnet").state_dict(), "source": "test"})
 
     lines: list[str] = []
