@@ -181,7 +181,10 @@ def eval_stages(runs, run_configs, quiet, out, config_path, overrides) -> None:
         folder_path = Path(folder)
         if not folder_path.is_dir():
             raise UserError(f"{folder}: run folder not found")
-        labelled[label or folder_path.name] = folder_path
+        label = label or folder_path.name
+        if label in labelled:  # two runs under one name would collapse into one row
+            raise UserError(f"--weights {text}: the label {label!r} is given twice; name the runs LABEL=RUN_DIR")
+        labelled[label] = folder_path
     own_detection = {}
     for text in run_configs:
         label, sep, config_file = text.partition("=")

@@ -87,6 +87,9 @@ def test_stages_run_config_must_name_a_run(tmp_path, run_cli):
                      "--out", tmp_path / "out")
     assert result.returncode == 2 and "--run-config published=configs/default.yaml" in result.stderr
     assert "LABEL given to --weights (ours)" in result.stderr and not (tmp_path / "out").exists()
+    result = run_cli("eval", "stages", "--weights", f"a={run}", "--weights", f"a={run}", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "the label 'a' is given twice" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_prediction_folder_matching_no_image_is_an_error(tmp_path, run_cli):
