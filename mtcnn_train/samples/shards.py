@@ -306,6 +306,9 @@ class SampleSet:
         for d in dirs:
             manifest_path = d / MANIFEST
             if not manifest_path.is_file():
+                subsets = sorted(sub.parent.name for sub in d.glob(f"*/{MANIFEST}")) if d.is_dir() else []
+                if subsets:  # e.g. a pipeline run's samples/ folder, one set per stage
+                    raise UserError(f"{d}: holds sample sets in its subfolders ({', '.join(subsets)}); give one of them")
                 raise UserError(f"{d}: not a finished sample set (no {MANIFEST}); run gen-samples again to finish it")
             try:
                 manifest = json.loads(manifest_path.read_text())

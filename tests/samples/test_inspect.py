@@ -104,3 +104,9 @@ def test_inspect_refuses_an_unfinished_set(tmp_path):
     with pytest.raises(UserError, match="not a finished sample set"):
         inspect_sample_set(tmp_path / "empty")
     assert not (tmp_path / "empty" / CONTACT_SHEET).exists()
+    # A pipeline run's samples/ folder holds one set per stage: it says so.
+    for stage in ("rnet", "pnet"):
+        (tmp_path / "samples" / stage).mkdir(parents=True)
+        (tmp_path / "samples" / stage / "manifest.json").write_text("{}")
+    with pytest.raises(UserError, match=r"samples: holds sample sets in its subfolders \(pnet, rnet\); give one"):
+        inspect_sample_set(tmp_path / "samples")
