@@ -193,7 +193,7 @@ def test_missing_empty_garbage_and_folders(tmp_path):
     assert_image_error(write(tmp_path / "garbage.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4))
     assert_image_error(write(tmp_path / "text.jpg", b"not an image at all\n"))
     (tmp_path / "folder.jpg").mkdir()
-    assert_image_error(tmp_path / "folder.jpg", "not found")
+    assert_image_error(tmp_path / "folder.jpg", "a folder, not an image")
     assert_image_error(tmp_path / ("x" * 300 + ".jpg"), "not found")  # a name too long for the file system
     with pytest.raises(ImageError, match="empty.jpg"):
         image_size(tmp_path / "empty.jpg")
