@@ -253,11 +253,11 @@ def load_image(path: str | Path) -> np.ndarray:
     """Read an image as ``H x W x 3`` uint8 RGB, by the rule in the module docstring."""
     path = Path(path)
     try:
-        is_file = path.is_file()
+        is_file, is_dir = path.is_file(), path.is_dir()
     except OSError:  # e.g. a name too long for the file system
-        is_file = False
+        is_file = is_dir = False
     if not is_file:
-        raise ImageError(f"{path}: {'a folder, not an image' if path.is_dir() else 'image not found'}")
+        raise ImageError(f"{path}: {'a folder, not an image' if is_dir else 'image not found'}")
     width, height = image_size(path)
     if width <= 0 or height <= 0:
         raise ImageError(f"{path}: zero-size image")
