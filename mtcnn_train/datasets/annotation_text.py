@@ -116,11 +116,11 @@ def parse_numbers(tokens: list[str], path: Path | str, line: int, names: tuple[s
 def parse_count(token: str, path: Path | str, line: int, what: str = "face count") -> int:
     """A non-negative whole number (e.g. the face count of an image)."""
     try:
-        value = int(token) if "_" not in token else None
+        if "_" in token:  # Python reads "1_0" as 10
+            raise ValueError(token)
+        value = int(token)
     except ValueError:
-        value = None
-    if value is None:
-        raise AnnotationError(path, line, f"{what}: expected a whole number, got {token!r}")
+        raise AnnotationError(path, line, f"{what}: expected a whole number, got {token!r}") from None
     if value < 0:
         raise AnnotationError(path, line, f"{what}: must not be negative, got {value}")
     return value

@@ -66,15 +66,16 @@ def _declared_text(path: Path) -> str | None:
     tools on Windows write ISO-8859-1 or cp1252), else None: UTF-8 files go through the common
     reader, which names the line of a bad byte."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:  # the declaration only: most files are UTF-8, read once below
+            match = _DECLARED_ENCODING.match(fh.read(200))
     except OSError:
         return None  # read_text_lines words the error
-    match = _DECLARED_ENCODING.match(data[:200])
     if match is None:
         return None
     encoding = match.group(1).decode("ascii").lower().replace("_", "-")
     if encoding in ("utf-8", "utf8"):
         return None
+    data = path.read_bytes()
     try:
         return data.decode(encoding).replace("\r\n", "\n").replace("\r", "\n")
     except LookupError:

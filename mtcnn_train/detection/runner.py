@@ -65,7 +65,7 @@ def detect_batches(cascade: Any, items: Sequence[Item], load: Callable[[Item], n
 
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
     try:
-        pending = executor.submit(_read_batch, chunks[0], load) if executor is not None and chunks else None
+        pending = executor.submit(_read_batch, chunks[0], load) if executor is not None else None
         for index, chunk in enumerate(chunks):
             if pending is not None:
                 read, images, failed = pending.result()

@@ -121,35 +121,39 @@ def _fddb_root(case: Path) -> Path:
 def test_cli_scores_a_detection_file_against_folds(fddb_case, run_cli):
     """--detections with --fddb-root --folds: the folds give the images and faces, as with --weights."""
     root = _fddb_root(fddb_case)
-    result = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
-                     "--folds", "1-2", "--out", fddb_case / "folds")
+    result = _score_folds(fddb_case, run_cli, root, "1-2", "folds")
     assert result.returncode == 0, result.stderr
     assert (fddb_case / "folds" / "DiscROC.txt").read_text() == OFFICIAL["rectangles"][0]
     assert (fddb_case / "folds" / "ContROC.txt").read_text() == OFFICIAL["rectangles"][1]
 
     # One fold: the other fold's detections are ignored, and said so; the same as the official trio
     # on that fold's list.
-    (fddb_case / "list1.txt").write_text("\n".join(list(SIZES)[:3]) + "\n")
-    official = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--annotations",
-                       fddb_case / "ellipseList.txt", "--image-list", fddb_case / "list1.txt", "--images",
-                       fddb_case / "originalPics", "--out", fddb_case / "trio1")
-    one = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
-                  "--folds", "1", "--out", fddb_case / "fold1")
+    official = _score_official_list(fddb_case, run_cli, 3, "trio1")
+    one = _score_folds(fddb_case, run_cli, root, "1", "fold1")
     assert official.returncode == 0 and one.returncode == 0, one.stderr
     assert (fddb_case / "fold1" / "DiscROC.txt").read_text() == (fddb_case / "trio1" / "DiscROC.txt").read_text()
     assert "2 image(s) in the detections are not among the scored images" in one.stdout
 
     # A missing picture is a counted skip: its faces leave the denominator, as in a --weights run.
     (root / "originalPics" / "2003/01/13/big/img_5.jpg").unlink()
-    (fddb_case / "list4.txt").write_text("\n".join(list(SIZES)[:4]) + "\n")
-    official = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--annotations",
-                       fddb_case / "ellipseList.txt", "--image-list", fddb_case / "list4.txt", "--images",
-                       fddb_case / "originalPics", "--out", fddb_case / "trio4")
-    skipped = run_cli("eval", "fddb", "--detections", fddb_case / "rectangles.txt", "--fddb-root", root,
-                      "--folds", "1-2", "--out", fddb_case / "skip")
+    official = _score_official_list(fddb_case, run_cli, 4, "trio4")
+    skipped = _score_folds(fddb_case, run_cli, root, "1-2", "skip")
     assert skipped.returncode == 0, skipped.stderr
     assert "skipped 1 image(s) not found" in skipped.stdout
     assert (fddb_case / "skip" / "DiscROC.txt").read_text() == (fddb_case / "trio4" / "DiscROC.txt").read_text()
+
+
+def _score_official_list(case: Path, run_cli, count: int, out: str):
+    """The official -a/-l/-i trio on a list of the case's first ``count`` images."""
+    listed = case / f"list-{out}.txt"
+    listed.write_text("\n".join(list(SIZES)[:count]) + "\n")
+    return run_cli("eval", "fddb", "--detections", case / "rectangles.txt", "--annotations", case / "ellipseList.txt",
+                   "--image-list", listed, "--images", case / "originalPics", "--out", case / out)
+
+
+def _score_folds(case: Path, run_cli, root: Path, folds: str, out: str):
+    return run_cli("eval", "fddb", "--detections", case / "rectangles.txt", "--fddb-root", root, "--folds", folds,
+                   "--out", case / out)
 
 
 def test_cli_detections_with_folds_refuses_the_official_trio(fddb_case, run_cli):
